@@ -1,0 +1,66 @@
+"""The identity of a set of codes: two stores may be mixed only if their fingerprints match."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["Fingerprint", "FingerprintMismatch"]
+
+
+class FingerprintMismatch(Exception):
+    """Codes computed one way were about to be mixed with codes computed another way."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Everything that changes the numbers in a code, and nothing else.
+
+    Labels are deliberately absent: the store is keyed by image content, so relabelling
+    a dataset never invalidates a single code.
+    """
+
+    backbone: str
+    layer: str
+    dim: int
+    weights: str  # "sha256:<hex>" or "random:<seed>"
+    preprocessing: str  # canonical JSON of features.preprocess.Preprocessing.describe()
+    precision: str  # compute precision of the forward pass: fp32, fp16 or bf16
+    dtype: str  # storage dtype: float16 or float32
+    torch: str
+    torchvision: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Fingerprint:
+        data = json.loads(text)
+        names = {field.name for field in fields(cls)}
+        if set(data) != names:
+            raise FingerprintMismatch(
+                f"fingerprint has keys {sorted(data)}, expected {sorted(names)}; "
+                f"the store was written by an incompatible version"
+            )
+        return cls(**data)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights.startswith("random:")
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        return [
+            f"{field.name}: store has {getattr(self, field.name)!r}, "
+            f"run asks for {getattr(other, field.name)!r}"
+            for field in fields(self)
+            if getattr(self, field.name) != getattr(other, field.name)
+        ]
+
+    def require_same(self, other: Fingerprint, where: str) -> None:
+        differences = self.differences(other)
+        if differences:
+            raise FingerprintMismatch(
+                f"{where} was computed differently and is never mixed with this run:\n  "
+                + "\n  ".join(differences)
+                + "\n  Point extract at a new store path, or delete the old store to rebuild it."
+            )

@@ -1,0 +1,248 @@
+"""Writer: immutable HDF5 shards and the index that lists them, each replaced atomically.
+
+A store is a directory::
+
+    index.h5          the commit point: fingerprint, shard table, skip records, and
+                      virtual datasets ``codes`` (n, dim) and ``hashes`` (n,) spanning
+                      every shard, so any HDF5 tool reads the whole store as one array
+    shards/*.h5       immutable: ``codes`` (rows, dim) and ``hashes`` (rows,) each
+    LOCK              present only while a writer runs
+
+Every file is written under a temporary name, fsynced, renamed into place and its
+directory fsynced. A reader therefore sees the old index or the new one, never half of
+one, and a shard either exists complete or not at all. Shards are written without any
+lock, so Dask workers can each write their own; only the index update is serialised.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from features.fingerprint import Fingerprint
+from features.weights import file_sha256
+
+__all__ = [
+    "FORMAT",
+    "INDEX_NAME",
+    "SHARD_DIR",
+    "IndexState",
+    "ShardRecord",
+    "SkipRecord",
+    "read_index",
+    "read_shard_hashes",
+    "write_index",
+    "write_shard",
+]
+
+FORMAT = "vgg-feature-store/1"
+INDEX_NAME = "index.h5"
+SHARD_DIR = "shards"
+TMP_PREFIX = ".tmp-"
+HASH_DTYPE = "S64"  # hex SHA-256, readable by any HDF5 tool
+CHUNK_ROWS = 64  # 512 KiB per chunk at float16: fits h5py's chunk cache, cheap random reads
+
+_SHARD_TABLE = np.dtype(
+    [("name", "S80"), ("rows", "<i8"), ("sha256", "S64"), ("bytes", "<i8")]
+)
+_SKIP_TABLE = np.dtype([("sha256", HASH_DTYPE), ("reason", "S32"), ("detail", "S256")])
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One committed shard, as the index remembers it."""
+
+    name: str
+    rows: int
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    """An image that failed at extraction time; kept so reruns do not retry it."""
+
+    sha256: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The whole committed state of a store."""
+
+    fingerprint: Fingerprint
+    shards: tuple[ShardRecord, ...]
+    skipped: tuple[SkipRecord, ...]
+    generation: int
+
+    @property
+    def rows(self) -> int:
+        return sum(shard.rows for shard in self.shards)
+
+
+def fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_file(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary file durable and visible under its final name."""
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_directory(final.parent)
+
+
+def temporary_path(directory: Path, suffix: str) -> Path:
+    return directory / f"{TMP_PREFIX}{secrets.token_hex(8)}{suffix}"
+
+
+def _write_shard_file(
+    path: Path, hashes: list[str], codes: np.ndarray, fingerprint: Fingerprint,
+    compression: str | None,
+) -> None:
+    rows, dim = codes.shape
+    with h5py.File(path, "w") as handle:
+        handle.attrs["format"] = FORMAT
+        handle.attrs["fingerprint"] = fingerprint.to_json()
+        handle.attrs["created"] = time.time()
+        handle.create_dataset("hashes", data=np.array(hashes, dtype=HASH_DTYPE))
+        handle.create_dataset(
+            "codes",
+            data=codes,
+            chunks=(max(1, min(rows, CHUNK_ROWS)), dim),
+            compression=compression,
+            shuffle=compression is not None,
+        )
+
+
+def write_shard(
+    shard_dir: Path,
+    hashes: list[str],
+    codes: np.ndarray,
+    fingerprint: Fingerprint,
+    compression: str | None = None,
+) -> ShardRecord:
+    """Write one immutable shard atomically and return its record (not yet indexed)."""
+    if codes.ndim != 2 or codes.shape != (len(hashes), fingerprint.dim):
+        raise ValueError(
+            f"codes of shape {codes.shape} do not match {len(hashes)} hashes x "
+            f"dim {fingerprint.dim}"
+        )
+    if codes.dtype != np.dtype(fingerprint.dtype):
+        raise ValueError(f"codes are {codes.dtype}, the store holds {fingerprint.dtype}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    final = shard_dir / f"shard-{stamp}-{secrets.token_hex(6)}.h5"
+    tmp = temporary_path(shard_dir, ".h5")
+    try:
+        _write_shard_file(tmp, hashes, codes, fingerprint, compression)
+        digest = file_sha256(tmp)
+        size = tmp.stat().st_size
+        publish(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ShardRecord(name=final.name, rows=len(hashes), sha256=digest, bytes=size)
+
+
+def read_shard_hashes(path: Path) -> list[str]:
+    with h5py.File(path, "r") as handle:
+        return [value.decode() for value in handle["hashes"][:]]
+
+
+def _virtual(
+    handle: h5py.File, name: str, shards: Iterable[ShardRecord], dtype: np.dtype,
+    row_shape: tuple[int, ...],
+) -> None:
+    shards = list(shards)
+    total = sum(shard.rows for shard in shards)
+    if total == 0:
+        handle.create_dataset(name, shape=(0, *row_shape), dtype=dtype)
+        return
+    layout = h5py.VirtualLayout(shape=(total, *row_shape), dtype=dtype)
+    start = 0
+    for shard in shards:
+        source = h5py.VirtualSource(
+            f"{SHARD_DIR}/{shard.name}", name, shape=(shard.rows, *row_shape), dtype=dtype
+        )
+        layout[start : start + shard.rows] = source
+        start += shard.rows
+    handle.create_virtual_dataset(name, layout)
+
+
+def _write_index_file(path: Path, state: IndexState) -> None:
+    fingerprint = state.fingerprint
+    with h5py.File(path, "w") as handle:
+        handle.attrs["format"] = FORMAT
+        handle.attrs["fingerprint"] = fingerprint.to_json()
+        handle.attrs["generation"] = state.generation
+        handle.attrs["rows"] = state.rows
+        handle.create_dataset(
+            "shards",
+            data=np.array(
+                [(s.name, s.rows, s.sha256, s.bytes) for s in state.shards], dtype=_SHARD_TABLE
+            ),
+        )
+        handle.create_dataset(
+            "skipped",
+            data=np.array(
+                [
+                    (s.sha256, s.reason, s.detail.encode("utf-8", "replace")[:256])
+                    for s in state.skipped
+                ],
+                dtype=_SKIP_TABLE,
+            ),
+        )
+        _virtual(handle, "codes", state.shards, np.dtype(fingerprint.dtype), (fingerprint.dim,))
+        _virtual(handle, "hashes", state.shards, np.dtype(HASH_DTYPE), ())
+
+
+def write_index(root: Path, state: IndexState) -> None:
+    """Replace the index atomically: this rename is the store's commit point."""
+    tmp = temporary_path(root, ".h5")
+    try:
+        _write_index_file(tmp, state)
+        publish(tmp, root / INDEX_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_index(root: Path) -> IndexState:
+    with h5py.File(root / INDEX_NAME, "r") as handle:
+        if handle.attrs.get("format") != FORMAT:
+            raise ValueError(
+                f"{root / INDEX_NAME} has format {handle.attrs.get('format')!r}, "
+                f"expected {FORMAT!r}"
+            )
+        fingerprint = Fingerprint.from_json(handle.attrs["fingerprint"])
+        shards = tuple(
+            ShardRecord(row["name"].decode(), int(row["rows"]), row["sha256"].decode(),
+                        int(row["bytes"]))
+            for row in handle["shards"][:]
+        )
+        skipped = tuple(
+            SkipRecord(row["sha256"].decode(), row["reason"].decode(),
+                       row["detail"].decode("utf-8", "replace"))
+            for row in handle["skipped"][:]
+        )
+        return IndexState(fingerprint, shards, skipped, int(handle.attrs["generation"]))
+

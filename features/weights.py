@@ -1,0 +1,131 @@
+"""Where backbone weights come from, and proof they are the weights we think they are.
+
+Three sources (``extract.weights``):
+
+- ``imagenet``: torchvision's published checkpoint, cached under ``$TORCH_HOME/hub/checkpoints``
+  and checked against its full SHA-256 before *every* load (torchvision only checks an
+  8-character prefix, and only at download time);
+- a path to a local state-dict file, checked against ``extract.weights_sha256`` when given;
+- ``random``: torchvision's initialisation under a seed, for tests and offline demos.
+
+Every file is loaded with ``torch.load(weights_only=True)``: a checkpoint that carries
+pickled code is refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from features.backbones import BackboneSpec
+
+__all__ = ["ResolvedWeights", "WeightsError", "file_sha256", "resolve_weights"]
+
+RANDOM = "random"
+IMAGENET = "imagenet"
+
+
+class WeightsError(Exception):
+    """Weights that cannot be obtained or trusted; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A verified state dict (None for random weights) and its identity for the fingerprint."""
+
+    state_dict: dict[str, torch.Tensor] | None
+    identity: str  # "sha256:<hex>" or "random:<seed>"
+
+    @property
+    def is_random(self) -> bool:
+        return self.state_dict is None
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _download(spec: BackboneSpec, target: Path) -> None:
+    checkpoint = spec.imagenet
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".partial")
+    try:
+        torch.hub.download_url_to_file(checkpoint.url, str(partial), progress=True)
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(
+            f"cannot download the ImageNet weights for {spec.name} "
+            f"({checkpoint.size / 1e6:.0f} MB) from {checkpoint.url}: {error}.\n"
+            f"  This machine looks offline. Either download that file elsewhere and copy it to\n"
+            f"    {target}\n"
+            f"  (SHA-256 {checkpoint.sha256}), or set extract.weights to the path of a local\n"
+            f"  state-dict file, or use extract.weights: random for a pipeline smoke test\n"
+            f"  (random-weight codes carry no transferable features)."
+        ) from error
+    partial.replace(target)
+
+
+def _verified(path: Path, expected: str | None, what: str) -> str:
+    actual = file_sha256(path)
+    if expected is not None and actual != expected.lower():
+        raise WeightsError(
+            f"{what} {path} has SHA-256 {actual}, expected {expected}. The file is corrupt, "
+            f"truncated or a different checkpoint: delete it and download it again."
+        )
+    return actual
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(
+            f"refused to load {path}: it contains pickled objects other than tensors, which "
+            f"could run code. Re-save it as a plain state dict: "
+            f"torch.save(model.state_dict(), path). ({error})"
+        ) from error
+    except (RuntimeError, OSError, EOFError) as error:
+        raise WeightsError(f"cannot read weights file {path}: {error}") from error
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(
+        loaded["state_dict"], dict
+    ):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(value, torch.Tensor) for value in loaded.values()
+    ):
+        raise WeightsError(f"{path} is not a state dict (a mapping of names to tensors)")
+    return loaded
+
+
+def resolve_weights(
+    spec: BackboneSpec, setting: str, seed: int, expected_sha256: str | None = None
+) -> ResolvedWeights:
+    """Fetch (if needed), verify and load the weights that ``setting`` names."""
+    if setting == RANDOM:
+        return ResolvedWeights(state_dict=None, identity=f"random:{seed}")
+    if setting == IMAGENET:
+        target = _checkpoint_dir() / spec.imagenet.filename
+        if not target.exists():
+            _download(spec, target)
+        digest = _verified(target, spec.imagenet.sha256, "ImageNet checkpoint")
+        return ResolvedWeights(_load_state_dict(target), identity=f"sha256:{digest}")
+    path = Path(setting).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"extract.weights={setting!r} is neither 'imagenet', 'random' nor an existing file"
+        )
+    digest = _verified(path, expected_sha256, "weights file")
+    return ResolvedWeights(_load_state_dict(path), identity=f"sha256:{digest}")
