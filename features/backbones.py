@@ -77,8 +77,9 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
-def build_extractor(spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None,
-                    seed: int) -> nn.Module:
+def build_extractor(
+    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int
+) -> nn.Module:
     """The backbone truncated at ``spec.node``, in eval mode, returning ``{"codes": ...}``.
 
     With no ``state_dict`` the weights are torchvision's random initialisation under
@@ -90,7 +91,7 @@ def build_extractor(spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | No
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     model.eval()
-    train_nodes, eval_nodes = get_graph_node_names(model)
+    _, eval_nodes = get_graph_node_names(model)
     if spec.node not in eval_nodes:
         raise KeyError(f"node {spec.node!r} is not in {spec.name}; see get_graph_node_names")
     return create_feature_extractor(model, return_nodes={spec.node: "codes"}).eval()

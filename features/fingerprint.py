@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from features.errors import UserError
+
 __all__ = ["Fingerprint", "FingerprintMismatch"]
 
 
-class FingerprintMismatch(Exception):
+class FingerprintMismatch(UserError):
     """Codes computed one way were about to be mixed with codes computed another way."""
 
 

@@ -170,9 +170,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "F":
         clipped = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
         return Image.fromarray(clipped, mode="L").convert("RGB")
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
-        mode == "P" and "transparency" in image.info
-    ):
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info):
         return _composite(image)
     return image.convert("RGB")
 
@@ -183,9 +181,7 @@ def _draft_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale)))
 
 
-def decode_rgb(
-    path: Path, limits: ImageLimits, short_side: int | None = None
-) -> Image.Image:
+def decode_rgb(path: Path, limits: ImageLimits, short_side: int | None = None) -> Image.Image:
     """Decode ``path`` to an RGB image, oriented as EXIF says.
 
     With ``short_side`` set, a JPEG much larger than needed is decoded at a reduced DCT

@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from features.errors import UserError
+
 __all__ = ["LockError", "StoreLock"]
 
 
-class LockError(Exception):
+class LockError(UserError):
     """Another live process is writing to the store."""
 
 

@@ -60,16 +60,18 @@ class VerifyReport:
         return {p.shard for p in self.problems if p.shard is not None}
 
 
-def _check_shard(root: Path, record: ShardRecord, fingerprint: Fingerprint,
-                 full: bool) -> tuple[list[Problem], list[str]]:
+def _check_shard(
+    root: Path, record: ShardRecord, fingerprint: Fingerprint, full: bool
+) -> tuple[list[Problem], list[str]]:
     path = root / SHARD_DIR / record.name
     if not path.exists():
         return [Problem("missing", record.name, "listed in the index but not on disk")], []
     size = path.stat().st_size
     if size != record.bytes:
         kind = "truncated" if size < record.bytes else "corrupt"
-        return [Problem(kind, record.name, f"{size} bytes on disk, index recorded "
-                                           f"{record.bytes}")], []
+        return [
+            Problem(kind, record.name, f"{size} bytes on disk, index recorded {record.bytes}")
+        ], []
     if full and file_sha256(path) != record.sha256:
         return [Problem("corrupt", record.name, "SHA-256 differs from the index")], []
     try:
@@ -78,16 +80,22 @@ def _check_shard(root: Path, record: ShardRecord, fingerprint: Fingerprint,
             codes, hashes = handle["codes"], handle["hashes"]
             problems = []
             if stored != fingerprint:
-                problems.append(Problem("fingerprint", record.name,
-                                        "; ".join(stored.differences(fingerprint))))
+                problems.append(
+                    Problem("fingerprint", record.name, "; ".join(stored.differences(fingerprint)))
+                )
             if codes.shape != (record.rows, fingerprint.dim) or hashes.shape != (record.rows,):
-                problems.append(Problem(
-                    "shape", record.name,
-                    f"codes {codes.shape}, hashes {hashes.shape}, index says "
-                    f"({record.rows}, {fingerprint.dim})"))
+                problems.append(
+                    Problem(
+                        "shape",
+                        record.name,
+                        f"codes {codes.shape}, hashes {hashes.shape}, index says "
+                        f"({record.rows}, {fingerprint.dim})",
+                    )
+                )
             if codes.dtype != np.dtype(fingerprint.dtype):
-                problems.append(Problem("dtype", record.name,
-                                        f"{codes.dtype}, expected {fingerprint.dtype}"))
+                problems.append(
+                    Problem("dtype", record.name, f"{codes.dtype}, expected {fingerprint.dtype}")
+                )
             if full:
                 codes[...]  # every chunk decodes
             return problems, [value.decode() for value in hashes[:]]
@@ -117,17 +125,20 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
                 owner.setdefault(sha, record.name)
     for sha, count in counts.items():
         if count > 1:
-            report.problems.append(Problem("duplicate", None,
-                                           f"{sha} stored {count} times (first in {owner[sha]})"))
+            report.problems.append(
+                Problem("duplicate", None, f"{sha} stored {count} times (first in {owner[sha]})")
+            )
     indexed = {record.name for record in state.shards}
     for path in sorted((root / SHARD_DIR).glob("shard-*.h5")):
         if path.name not in indexed:
-            report.notices.append(Problem("orphan", path.name,
-                                          "on disk but not in the index (not served)"))
+            report.notices.append(
+                Problem("orphan", path.name, "on disk but not in the index (not served)")
+            )
     for directory in (root, root / SHARD_DIR):
         for path in sorted(directory.glob(f"{TMP_PREFIX}*")):
-            report.notices.append(Problem("temporary", path.name,
-                                          "left by an interrupted write (not served)"))
+            report.notices.append(
+                Problem("temporary", path.name, "left by an interrupted write (not served)")
+            )
     return report
 
 
@@ -169,8 +180,19 @@ def _rewrite_without_duplicates(writer: StoreWriter, log) -> None:
             if len(keep) == len(hashes):
                 continue
             codes = handle["codes"][:][keep]
-        added = [write_shard(root / SHARD_DIR, [hashes[i] for i in keep], codes,
-                             writer.fingerprint, writer.compression)] if keep else []
+        added = (
+            [
+                write_shard(
+                    root / SHARD_DIR,
+                    [hashes[i] for i in keep],
+                    codes,
+                    writer.fingerprint,
+                    writer.compression,
+                )
+            ]
+            if keep
+            else []
+        )
         writer.replace_shards(removed=[record.name], added=added)
         path.unlink()
         log(f"store: rewrote {record.name} without {len(hashes) - len(keep)} duplicate rows")
@@ -197,8 +219,15 @@ def compact(root: Path, target_rows: int = 16384, log=print) -> tuple[int, int]:
         added = []
         for start in range(0, len(hashes), target_rows):
             block = hashes[start : start + target_rows]
-            added.append(write_shard(root / SHARD_DIR, block, reader.get(block),
-                                     writer.fingerprint, writer.compression))
+            added.append(
+                write_shard(
+                    root / SHARD_DIR,
+                    block,
+                    reader.get(block),
+                    writer.fingerprint,
+                    writer.compression,
+                )
+            )
         writer.replace_shards(removed=[s.name for s in small], added=added)
         for record in small:
             (root / SHARD_DIR / record.name).unlink(missing_ok=True)

@@ -54,8 +54,8 @@ def resize_crop(image: Image.Image, preprocessing: Preprocessing) -> Image.Image
             f"extract.crop={crop} is larger than the resized image {width}x{height}; "
             f"set extract.resize >= extract.crop"
         )
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+    top = round((height - crop) / 2.0)
+    left = round((width - crop) / 2.0)
     return image.crop((left, top, left + crop, top + crop))
 
 

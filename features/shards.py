@@ -49,9 +49,7 @@ TMP_PREFIX = ".tmp-"
 HASH_DTYPE = "S64"  # hex SHA-256, readable by any HDF5 tool
 CHUNK_ROWS = 64  # 512 KiB per chunk at float16: fits h5py's chunk cache, cheap random reads
 
-_SHARD_TABLE = np.dtype(
-    [("name", "S80"), ("rows", "<i8"), ("sha256", "S64"), ("bytes", "<i8")]
-)
+_SHARD_TABLE = np.dtype([("name", "S80"), ("rows", "<i8"), ("sha256", "S64"), ("bytes", "<i8")])
 _SKIP_TABLE = np.dtype([("sha256", HASH_DTYPE), ("reason", "S32"), ("detail", "S256")])
 
 
@@ -116,7 +114,10 @@ def temporary_path(directory: Path, suffix: str) -> Path:
 
 
 def _write_shard_file(
-    path: Path, hashes: list[str], codes: np.ndarray, fingerprint: Fingerprint,
+    path: Path,
+    hashes: list[str],
+    codes: np.ndarray,
+    fingerprint: Fingerprint,
     compression: str | None,
 ) -> None:
     rows, dim = codes.shape
@@ -169,7 +170,10 @@ def read_shard_hashes(path: Path) -> list[str]:
 
 
 def _virtual(
-    handle: h5py.File, name: str, shards: Iterable[ShardRecord], dtype: np.dtype,
+    handle: h5py.File,
+    name: str,
+    shards: Iterable[ShardRecord],
+    dtype: np.dtype,
     row_shape: tuple[int, ...],
 ) -> None:
     shards = list(shards)
@@ -235,14 +239,17 @@ def read_index(root: Path) -> IndexState:
             )
         fingerprint = Fingerprint.from_json(handle.attrs["fingerprint"])
         shards = tuple(
-            ShardRecord(row["name"].decode(), int(row["rows"]), row["sha256"].decode(),
-                        int(row["bytes"]))
+            ShardRecord(
+                row["name"].decode(), int(row["rows"]), row["sha256"].decode(), int(row["bytes"])
+            )
             for row in handle["shards"][:]
         )
         skipped = tuple(
-            SkipRecord(row["sha256"].decode(), row["reason"].decode(),
-                       row["detail"].decode("utf-8", "replace"))
+            SkipRecord(
+                row["sha256"].decode(),
+                row["reason"].decode(),
+                row["detail"].decode("utf-8", "replace"),
+            )
             for row in handle["skipped"][:]
         )
         return IndexState(fingerprint, shards, skipped, int(handle.attrs["generation"]))
-

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from features.errors import UserError
 from features.fingerprint import Fingerprint
 from features.lock import StoreLock
 from features.shards import (
@@ -37,7 +38,7 @@ __all__ = ["FeatureStore", "StoreError", "StoreFullError", "StoreWriter"]
 _CHUNK_CACHE_BYTES = 16 << 20
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """The store is missing, unreadable or asked for codes it does not hold."""
 
 
@@ -87,9 +88,7 @@ class FeatureStore:
             ) from error
         sizes = [len(hashes) for hashes in per_shard]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self._hashes = (
-            np.concatenate(per_shard) if per_shard else np.empty(0, dtype="S64")
-        )
+        self._hashes = np.concatenate(per_shard) if per_shard else np.empty(0, dtype="S64")
         self._sorted = np.argsort(self._hashes, kind="stable")
 
     def _shard(self, name: str) -> h5py.File:
@@ -274,20 +273,26 @@ class StoreWriter:
                     same = handle.attrs["fingerprint"] == self.fingerprint.to_json()
                     hashes = [value.decode() for value in handle["hashes"][:]]
             except (OSError, KeyError):
-                self.log(f"store: {path.name} is unreadable and not indexed; "
-                         f"`pipeline.store repair` removes it")
+                self.log(
+                    f"store: {path.name} is unreadable and not indexed; "
+                    f"`pipeline.store repair` removes it"
+                )
                 continue
             if not same or self._known.intersection(hashes) or len(set(hashes)) != len(hashes):
                 path.unlink()
-                self.log(f"store: removed {path.name}, a shard whose rows are already indexed "
-                         f"or that was computed differently")
+                self.log(
+                    f"store: removed {path.name}, a shard whose rows are already indexed "
+                    f"or that was computed differently"
+                )
                 continue
             adopted.append(
                 ShardRecord(path.name, len(hashes), file_sha256(path), path.stat().st_size)
             )
             self._known.update(hashes)
-            self.log(f"store: recovered {len(hashes)} rows from {path.name}, "
-                     f"committed just before an interruption")
+            self.log(
+                f"store: recovered {len(hashes)} rows from {path.name}, "
+                f"committed just before an interruption"
+            )
         if adopted:
             self._publish(replace(self.state, shards=self.state.shards + tuple(adopted)))
 
@@ -319,15 +324,18 @@ class StoreWriter:
         try:
             if keep:
                 record = write_shard(
-                    self.root / SHARD_DIR, kept_hashes,
+                    self.root / SHARD_DIR,
+                    kept_hashes,
                     np.ascontiguousarray(codes[keep], dtype=self.fingerprint.dtype),
-                    self.fingerprint, self.compression,
+                    self.fingerprint,
+                    self.compression,
                 )
             known_skips = {s.sha256 for s in self.state.skipped}
             new_skips = tuple(s for s in skips if s.sha256 not in known_skips)
             shards = self.state.shards + ((record,) if record else ())
-            self._publish(replace(self.state, shards=shards,
-                                  skipped=self.state.skipped + new_skips))
+            self._publish(
+                replace(self.state, shards=shards, skipped=self.state.skipped + new_skips)
+            )
         except OSError as error:
             if _is_disk_full(error):
                 raise StoreFullError(
@@ -339,17 +347,21 @@ class StoreWriter:
         self._known.update(kept_hashes)
         return record
 
-    def replace_shards(self, removed: Sequence[str], added: Sequence[ShardRecord],
-                       drop_skips: Iterable[str] = ()) -> None:
+    def replace_shards(
+        self, removed: Sequence[str], added: Sequence[ShardRecord], drop_skips: Iterable[str] = ()
+    ) -> None:
         """Swap shard records in one commit (compaction, repair); files are not touched."""
         assert self.state is not None
         gone = set(removed)
         dropped = set(drop_skips)
         kept = tuple(s for s in self.state.shards if s.name not in gone)
-        self._publish(replace(
-            self.state, shards=kept + tuple(added),
-            skipped=tuple(s for s in self.state.skipped if s.sha256 not in dropped),
-        ))
+        self._publish(
+            replace(
+                self.state,
+                shards=kept + tuple(added),
+                skipped=tuple(s for s in self.state.skipped if s.sha256 not in dropped),
+            )
+        )
         self._known = set()
         for shard in self.state.shards:
             self._known.update(read_shard_hashes(self.root / SHARD_DIR / shard.name))

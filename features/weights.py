@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from features.backbones import BackboneSpec
+from features.errors import UserError
 
 __all__ = ["ResolvedWeights", "WeightsError", "file_sha256", "resolve_weights"]
 
@@ -30,7 +31,7 @@ RANDOM = "random"
 IMAGENET = "imagenet"
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """Weights that cannot be obtained or trusted; the message says how to fix it."""
 
 
@@ -99,8 +100,10 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         ) from error
     except (RuntimeError, OSError, EOFError) as error:
         raise WeightsError(f"cannot read weights file {path}: {error}") from error
-    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(
-        loaded["state_dict"], dict
+    if (
+        isinstance(loaded, dict)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], dict)
     ):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(
