@@ -20,6 +20,7 @@ record the reason, they never substitute another image.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,10 @@ class ProbeResult:
     frames: int
 
 
-def _open(path: Path, limits: ImageLimits) -> Image.Image:
+def _open(source: Path | bytes, limits: ImageLimits) -> Image.Image:
     """Open lazily and enforce the size limits before any pixel is decoded."""
     try:
-        size = path.stat().st_size
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
     except OSError as error:
         raise ImageRejected("unreadable", str(error)) from error
     if size == 0:
@@ -97,7 +98,7 @@ def _open(path: Path, limits: ImageLimits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Image.DecompressionBombError as error:
         raise ImageRejected("decompression_bomb", str(error)) from error
     except UnidentifiedImageError as error:
@@ -128,13 +129,13 @@ def _load(image: Image.Image) -> None:
         raise ImageRejected("corrupt", f"{type(error).__name__}: {error}") from error
 
 
-def probe_image(path: Path, limits: ImageLimits) -> ProbeResult:
+def probe_image(source: Path | bytes, limits: ImageLimits) -> ProbeResult:
     """Validate an image fully (every byte decoded) as cheaply as possible.
 
     JPEGs are decoded in draft mode at 1/8 scale: the whole entropy-coded stream is still
     read, so a truncated download is caught at a fraction of the cost of a full decode.
     """
-    with _open(path, limits) as image:
+    with _open(source, limits) as image:
         info = ProbeResult(
             format=image.format or "unknown",
             mode=image.mode,
@@ -181,14 +182,16 @@ def _draft_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale)))
 
 
-def decode_rgb(path: Path, limits: ImageLimits, short_side: int | None = None) -> Image.Image:
-    """Decode ``path`` to an RGB image, oriented as EXIF says.
+def decode_rgb(
+    source: Path | bytes, limits: ImageLimits, short_side: int | None = None
+) -> Image.Image:
+    """Decode a file (or its bytes) to an RGB image, oriented as EXIF says.
 
     With ``short_side`` set, a JPEG much larger than needed is decoded at a reduced DCT
     scale (Pillow's draft mode), never below ``short_side`` pixels on its shorter side:
     several times faster, and the resize that follows hides the difference.
     """
-    with _open(path, limits) as image:
+    with _open(source, limits) as image:
         if short_side is not None and image.format == "JPEG":
             image.draft("RGB", _draft_size(image.width, image.height, short_side))
         _load(image)

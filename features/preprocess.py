@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "resize_crop", "to_uint8_chw"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Preprocessing",
+    "resize_crop",
+    "resized_size",
+    "to_uint8_chw",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +43,7 @@ class Preprocessing:
         return description
 
 
-def _resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     """torchvision's rule: the shorter side becomes ``shorter``, the longer is truncated."""
     if width <= height:
         return shorter, int(shorter * height / width)
@@ -45,7 +52,7 @@ def _resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
 
 def resize_crop(image: Image.Image, preprocessing: Preprocessing) -> Image.Image:
     """Resize the shorter side to ``resize`` and take the centre ``crop`` square."""
-    width, height = _resized_size(image.width, image.height, preprocessing.resize)
+    width, height = resized_size(image.width, image.height, preprocessing.resize)
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     crop = preprocessing.crop

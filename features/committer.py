@@ -1,0 +1,120 @@
+"""Writer thread: buffer finished batches and commit them to the store in the background.
+
+HDF5 writes, checksums and fsyncs overlap the next forward passes instead of stalling
+them. A commit happens every ``commit_rows`` codes or ``commit_seconds``, whichever comes
+first, and always at whole-batch boundaries, so a resumed run forms exactly the batches
+an uninterrupted run would have formed (which keeps CPU results bit-identical).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.encoder import PendingCodes
+from features.loader import Failure
+from features.shards import SkipRecord
+from features.store import StoreWriter
+
+__all__ = ["CommitStats", "Committer"]
+
+_STOP = object()
+
+
+@dataclass
+class CommitStats:
+    """What the writer thread has made durable so far."""
+
+    rows: int = 0
+    commits: int = 0
+    skipped: int = 0
+    transient_failures: list[Failure] = field(default_factory=list)
+
+
+class Committer:
+    """Background committer; ``close()`` flushes and re-raises any writer error."""
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        commit_rows: int,
+        commit_seconds: float,
+        max_pending_batches: int = 8,
+    ) -> None:
+        self.writer = writer
+        self.commit_rows = commit_rows
+        self.commit_seconds = commit_seconds
+        self.stats = CommitStats()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending_batches)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="store-committer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, hashes: list[str], codes: PendingCodes | None, failures: list[Failure]
+    ) -> None:
+        self._raise_if_failed()
+        self._queue.put((hashes, codes, failures))
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        hashes: list[str] = []
+        blocks: list[np.ndarray] = []
+        skips: list[SkipRecord] = []
+        last_commit = time.monotonic()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                batch_hashes, codes, failures = item
+                if batch_hashes:
+                    hashes.extend(batch_hashes)
+                    blocks.append(codes.numpy())
+                for failure in failures:
+                    if failure.permanent:
+                        skips.append(SkipRecord(failure.sha256, failure.reason, failure.detail))
+                    else:
+                        self.stats.transient_failures.append(failure)
+                due = time.monotonic() - last_commit >= self.commit_seconds
+                if len(hashes) >= self.commit_rows or (due and (hashes or skips)):
+                    self._commit(hashes, blocks, skips)
+                    hashes, blocks, skips = [], [], []
+                    last_commit = time.monotonic()
+            if hashes or skips:
+                self._commit(hashes, blocks, skips)
+        except BaseException as error:  # surfaced to the main thread by close()/submit()
+            self._error = error
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    if self._queue.get_nowait() is _STOP:
+                        break
+                except queue.Empty:
+                    break
+
+    def _commit(self, hashes: list[str], blocks: list[np.ndarray], skips: list[SkipRecord]) -> None:
+        codes = (
+            np.concatenate(blocks)
+            if blocks
+            else np.empty((0, self.writer.fingerprint.dim), self.writer.fingerprint.dtype)
+        )
+        self.writer.commit(hashes, codes, skips)
+        self.stats.rows += len(hashes)
+        self.stats.skipped += len(skips)
+        self.stats.commits += 1
+
+    def close(self) -> CommitStats:
+        """Commit everything submitted so far, stop the thread, raise its error if any."""
+        if self._thread.is_alive():
+            if self._error is None:
+                self._queue.put(_STOP)
+            self._thread.join()
+        self._raise_if_failed()
+        return self.stats
