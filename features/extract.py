@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +17,13 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from features.backbones import build_extractor, get_backbone
-from features.committer import Committer
-from features.encoder import Encoder, PendingCodes, resolve_device, resolve_precision
+from features.backbones import BACKBONES, build_extractor, get_backbone
+from features.committer import CommitStats, Committer
+from features.encoder import DTYPES, Encoder, PendingCodes, resolve_device, resolve_precision
 from features.fingerprint import Fingerprint
 from features.gpu_decode import decode_on_device
 from features.images import ImageLimits
-from features.loader import Batch, ImageRef, make_loader
+from features.loader import Batch, Failure, ImageRef, make_loader
 from features.preprocess import Preprocessing
 from features.store import StoreWriter
 from features.weights import resolve_weights
@@ -39,26 +39,25 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """How codes are computed and committed (``extract.*`` in params.yaml)."""
+    """How codes are computed and committed (``extract:`` in params.yaml)."""
 
-    backbone: str = "vgg16"
+    backbone: str = field(default="vgg16", metadata={"choices": tuple(BACKBONES)})
     weights: str = "imagenet"  # imagenet | random | path to a state-dict file
     weights_sha256: str | None = None  # pin for a local weights file
     seed: int = 0  # random weights only
-    device: str = "auto"  # auto picks CUDA when present
-    precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
-    batch_size: int = 64
-    num_workers: int | None = None  # None: all cores but one on CUDA, one on CPU
-    channels_last: bool = True  # 1.6x on CPU, required for fast fp16 convolutions on GPU
-    compile: str = "auto"  # auto | on | off
-    compile_min_images: int = 1_000_000  # ~80 s of compiling pays off only on big runs
+    device: str = "auto"  # auto picks CUDA when present; or cpu, cuda, cuda:1
+    precision: str = field(default="auto", metadata={"choices": ("auto", *DTYPES)})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    num_workers: int | None = field(default=None, metadata={"min": 0})  # None: by device
+    channels_last: bool = True  # 1.6x on CPU, and what fast fp16 convolutions want on GPU
+    compile: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
+    compile_min_images: int = field(default=1_000_000, metadata={"min": 0})  # ~80 s to repay
     gpu_decode: bool = False  # nvJPEG on the device, PIL fallback for anything else
-    dtype: str = "float16"  # storage: half the bytes, error far below the model's own
-    compression: str | None = None  # None | lzf | gzip
-    commit_rows: int = 4096
-    commit_seconds: float = 60.0  # at most this much finished work is lost to a crash
+    dtype: str = field(default="float16", metadata={"choices": ("float16", "float32")})
+    compression: str | None = field(default=None, metadata={"choices": (None, "lzf", "gzip")})
+    commit_rows: int = field(default=4096, metadata={"min": 1})
+    commit_seconds: float = field(default=60.0, metadata={"min_exclusive": 0})  # max loss
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    limits: ImageLimits = field(default_factory=ImageLimits)
 
 
 @dataclass
@@ -128,11 +127,11 @@ def _compile_batch(config: ExtractConfig, device: torch.device, pending: int) ->
 
 
 def _encode(
-    batch: Batch, encoder: Encoder, config: ExtractConfig
-) -> tuple[list[str], PendingCodes | None, list]:
+    batch: Batch, encoder: Encoder, preprocessing: Preprocessing, limits: ImageLimits
+) -> tuple[list[str], PendingCodes | None, list[Failure]]:
     hashes, pixels, failures = batch.hashes, batch.pixels, list(batch.failures)
     if batch.raw:
-        decoded = decode_on_device(batch.raw, config.preprocessing, config.limits, encoder.device)
+        decoded = decode_on_device(batch.raw, preprocessing, limits, encoder.device)
         failures.extend(decoded.failures)
         if decoded.hashes:
             device_pixels = decoded.pixels
@@ -148,6 +147,7 @@ def extract_codes(
     refs: Sequence[ImageRef],
     store_root: Path,
     config: ExtractConfig,
+    limits: ImageLimits,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExtractReport:
@@ -177,7 +177,26 @@ def extract_codes(
             fingerprint=fingerprint,
         )
         if pending:
-            stats = _run(pending, writer, config, weights.state_dict, device, precision, progress)
+            encoder = Encoder(
+                build_extractor(spec, weights.state_dict, config.seed),
+                config.preprocessing,
+                device,
+                precision,
+                config.dtype,
+                config.channels_last,
+                _compile_batch(config, device, len(pending)),
+            )
+            loader = make_loader(
+                pending,
+                config.preprocessing,
+                limits,
+                config.batch_size,
+                _workers(config, device),
+                pin_memory=device.type == "cuda",
+                raw_jpeg=config.gpu_decode and device.type == "cuda",
+            )
+            committer = Committer(writer, config.commit_rows, config.commit_seconds)
+            stats = _drain(loader, encoder, committer, config.preprocessing, limits, progress)
             report.computed = stats.rows
             report.skipped += stats.skipped
             report.retry_later = len(stats.transient_failures)
@@ -189,39 +208,20 @@ def extract_codes(
     return report
 
 
-def _run(
-    pending: list[ImageRef],
-    writer: StoreWriter,
-    config: ExtractConfig,
-    state_dict,
-    device: torch.device,
-    precision: str,
+def _drain(
+    loader: Iterable[Batch],
+    encoder: Encoder,
+    committer: Committer,
+    preprocessing: Preprocessing,
+    limits: ImageLimits,
     progress: bool,
-):
-    spec = get_backbone(config.backbone)
-    encoder = Encoder(
-        build_extractor(spec, state_dict, config.seed),
-        config.preprocessing,
-        device,
-        precision,
-        config.dtype,
-        config.channels_last,
-        _compile_batch(config, device, len(pending)),
-    )
-    loader = make_loader(
-        pending,
-        config.preprocessing,
-        config.limits,
-        config.batch_size,
-        _workers(config, device),
-        pin_memory=device.type == "cuda",
-        raw_jpeg=config.gpu_decode and device.type == "cuda",
-    )
-    committer = Committer(writer, config.commit_rows, config.commit_seconds)
-    bar = tqdm(total=len(pending), unit="img", disable=not progress, smoothing=0.1, desc="extract")
+) -> CommitStats:
+    """Encode every batch and hand it to the committer; commit what is done on any exit."""
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    bar = tqdm(total=total, unit="img", disable=not progress, smoothing=0.1, desc="extract")
     try:
         for batch in loader:
-            committer.submit(*_encode(batch, encoder, config))
+            committer.submit(*_encode(batch, encoder, preprocessing, limits))
             bar.update(len(batch))
     finally:
         # Runs on Ctrl-C too: every batch already computed is committed before exiting.

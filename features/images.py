@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +61,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class ImageLimits:
     """Size limits an image must meet before it is decoded in full."""
 
-    min_side: int = 16  # smaller than this carries no signal after a 224 px resize
-    max_pixels: int = 89_478_485  # Pillow's own bomb threshold: ~0.25 GiB of RGB pixels
+    min_side: int = field(default=16, metadata={"min": 1})  # below this: no signal left
+    max_pixels: int = field(default=89_478_485, metadata={"min": 1})  # Pillow's bomb limit
 
 
 class ImageRejected(Exception):

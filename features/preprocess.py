@@ -8,7 +8,7 @@ forward pass. The geometry matches ``torchvision.transforms.Resize(resize)`` fol
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Preprocessing:
     """Everything about the input pipeline that changes the codes (part of the fingerprint)."""
 
-    resize: int = 256  # shorter side before the crop, as in the ImageNet evaluation recipe
-    crop: int = 224  # VGG16's native input
+    resize: int = field(default=256, metadata={"min": 32})  # shorter side before the crop
+    crop: int = field(default=224, metadata={"min": 32})  # VGG16's native input; >= 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     jpeg_draft: bool = True  # decode big JPEGs at reduced DCT scale (never below `resize`)

@@ -1,0 +1,104 @@
+"""Save and load heads: a joblib file plus a JSON sidecar that vouches for it.
+
+A joblib file is a pickle, and unpickling runs code: **only load heads you trust**. The
+sidecar records the SHA-256 of the joblib bytes and is checked *before* unpickling, so a
+file that was swapped or tampered with after training is refused, not executed. The
+sidecar also carries the store fingerprint, so a head is never applied to codes computed
+another way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import sklearn
+from sklearn.pipeline import Pipeline
+
+from features.errors import UserError
+from features.fingerprint import Fingerprint
+from features.weights import file_sha256
+
+__all__ = ["HeadError", "HeadSidecar", "load_head", "save_head", "sidecar_path"]
+
+
+class HeadError(UserError):
+    """A head that is missing, tampered with, or fitted on different codes."""
+
+
+@dataclass(frozen=True)
+class HeadSidecar:
+    """What a saved head is, and the checksum that proves it is still that."""
+
+    name: str
+    kind: str
+    sha256: str
+    fingerprint: str  # Fingerprint JSON of the store it was fitted on
+    classes: list[str]
+    params: dict[str, Any]
+    sklearn: str
+    created: float
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def save_head(
+    model: Pipeline,
+    path: Path,
+    name: str,
+    kind: str,
+    fingerprint: Fingerprint,
+    classes: list[str],
+    params: dict[str, Any],
+) -> HeadSidecar:
+    """Write ``path`` (joblib) and its sidecar, each atomically; the sidecar goes last."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    joblib.dump(model, tmp)
+    os.replace(tmp, path)
+    sidecar = HeadSidecar(
+        name,
+        kind,
+        file_sha256(path),
+        fingerprint.to_json(),
+        classes,
+        params,
+        sklearn.__version__,
+        time.time(),
+    )
+    tmp_sidecar = sidecar_path(path).with_name(f".{sidecar_path(path).name}.tmp")
+    tmp_sidecar.write_text(json.dumps(asdict(sidecar), indent=2, default=str))
+    os.replace(tmp_sidecar, sidecar_path(path))
+    return sidecar
+
+
+def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline, HeadSidecar]:
+    """Verify the sidecar's checksum (and fingerprint), then unpickle."""
+    path = Path(path)
+    meta = sidecar_path(path)
+    if not path.is_file() or not meta.is_file():
+        raise HeadError(
+            f"no trained head at {path} (with sidecar {meta.name}); run "
+            f"`dvc repro` or check the head name"
+        )
+    try:
+        sidecar = HeadSidecar(**json.loads(meta.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise HeadError(f"sidecar {meta} is unreadable: {error}") from error
+    actual = file_sha256(path)
+    if actual != sidecar.sha256:
+        raise HeadError(
+            f"refused to load {path}: its SHA-256 {actual[:16]}... does not match the sidecar "
+            f"({sidecar.sha256[:16]}...). The file changed after training; retrain it."
+        )
+    if expected is not None:
+        Fingerprint.from_json(sidecar.fingerprint).require_same(expected, f"head {path}")
+    return joblib.load(path), sidecar

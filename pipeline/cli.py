@@ -1,0 +1,38 @@
+"""Entry-point wrapper shared by every stage: user errors in one line, tracebacks on demand."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from features.errors import UserError
+
+__all__ = ["run"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+
+
+def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
+    """Call ``main(argv)`` and exit: 0, 2 for a :class:`UserError`, 130 for Ctrl-C.
+
+    ``--debug`` anywhere on the command line (or ``FEATURE_STORE_DEBUG=1``) re-raises, so
+    the full traceback is one flag away.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FEATURE_STORE_DEBUG") == "1"
+    args = [arg for arg in args if arg != "--debug"]
+    try:
+        code = main(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: finished work is committed; rerun to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except UserError as error:
+        if debug:
+            raise
+        print(f"error: {error} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(code or 0)

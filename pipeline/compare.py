@@ -1,0 +1,50 @@
+"""Stage ``compare``: every head side by side: summary metrics, a table and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from classifiers.compare import (
+    load_head_metrics,
+    plot_accuracy_vs_fit_time,
+    plot_confusion,
+    summarise,
+    write_markdown,
+    write_tradeoff_csv,
+)
+from pipeline.cli import run
+from pipeline.params import load_params
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics", type=Path, required=True, help="folder of per-head JSON")
+    parser.add_argument("--summary", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True, help="markdown table")
+    parser.add_argument("--plots", type=Path, required=True, help="folder for PNG plots")
+    parser.add_argument("--tradeoff", type=Path, required=True, help="accuracy/fit-time CSV")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    heads = sorted(load_params(args.params).heads)
+    metrics = load_head_metrics(args.metrics, heads)
+    summary = summarise(metrics)
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    args.summary.write_text(json.dumps(summary, indent=2))
+    write_markdown(args.report, metrics)
+    write_tradeoff_csv(args.tradeoff, metrics)
+    for head, head_metrics in metrics.items():
+        plot_confusion(
+            args.plots / f"confusion_{head}.png",
+            head,
+            head_metrics["confusion_matrix"],
+            head_metrics["random_weights"],
+        )
+    plot_accuracy_vs_fit_time(args.plots / "accuracy_vs_fit_time.png", metrics)
+    print(args.report.read_text())
+
+
+if __name__ == "__main__":
+    run(main)

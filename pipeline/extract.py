@@ -1,0 +1,41 @@
+"""Stage ``extract``: codes for every manifest image the store does not hold yet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from features.extract import extract_codes
+from features.loader import ImageRef
+from features.manifest import read_manifest
+from pipeline.cli import run
+from pipeline.params import load_params
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (data.root)")
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True, help="run report (JSON)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    refs = [ImageRef(row.sha256, args.data / row.path) for row in read_manifest(args.manifest)]
+    report = extract_codes(
+        refs, args.store, params.extract, params.data.limits, progress=not args.no_progress
+    )
+    summary = asdict(report)
+    summary["fingerprint"] = asdict(report.fingerprint)
+    summary["images_per_second"] = round(report.images_per_second, 2)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(summary, indent=2))
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,179 @@
+"""params.yaml, loaded and validated in full before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from classifiers.heads import HEADS, HeadParams
+from features.errors import UserError
+from features.extract import ExtractConfig
+from features.images import ImageLimits
+from pipeline.schema import parse
+
+__all__ = ["HeadEntry", "Params", "ParamsError", "load_params"]
+
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+class ParamsError(UserError):
+    """params.yaml does not fit the schema; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str  # folder of <class>/<image> or {train,val,test}/<class>/<image>
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    # Used only when the dataset has no train/val/test folders of its own.
+    test_fraction: float = field(default=0.2, metadata={"min_exclusive": 0, "max": 0.9})
+    val_fraction: float = field(default=0.0, metadata={"min": 0, "max": 0.9})
+    salt: str = "split-v1"  # change it to draw a different (still stable) split
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    url: str
+    sha256: str  # of the archive; the download is refused on mismatch
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file the stages read or write; dvc.yaml interpolates these, nothing else names
+    them."""
+
+    manifest: str
+    files_report: str
+    data_report: str
+    scan_cache: str
+    store: str
+    extract_report: str
+    models: str
+    metrics: str
+    predictions: str
+    summary: str
+    compare_report: str
+    plots: str
+    tradeoff: str
+
+
+@dataclass(frozen=True)
+class HeadEntry:
+    """One configured head: its name, the factory it uses and its validated params."""
+
+    name: str
+    kind: str
+    params: HeadParams
+
+
+@dataclass(frozen=True)
+class Params:
+    paths: Paths
+    data: DataParams
+    split: SplitParams
+    extract: ExtractConfig
+    downloads: dict[str, DownloadParams]
+    heads: dict[str, HeadEntry]
+
+
+@dataclass(frozen=True)
+class _Sections:
+    paths: Paths
+    data: DataParams
+    split: SplitParams = field(default_factory=SplitParams)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    downloads: dict[str, DownloadParams] = field(default_factory=dict)
+    heads: dict[str, Any] = field(default_factory=dict)
+
+
+def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
+    where = f"heads.{name}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: got {raw!r}; allowed: a mapping of head options")
+        return None
+    kind = raw.get("kind") or name
+    if kind not in HEADS:
+        problems.append(
+            f"{where}.kind: got {kind!r}; allowed: one of {', '.join(sorted(HEADS))} "
+            f"(add a factory to classifiers/heads.py for a new kind)"
+        )
+        return None
+    cls = HEADS[kind].params
+    params = parse(cls, raw, where, problems)
+    grid = raw.get("grid")
+    if isinstance(grid, dict):
+        tunable = {f.name for f in dataclasses.fields(cls)} - {
+            f.name for f in dataclasses.fields(HeadParams)
+        }
+        for key, candidates in grid.items():
+            if key not in tunable:
+                problems.append(
+                    f"{where}.grid.{key}: not a {kind} option; allowed: "
+                    f"{', '.join(sorted(tunable))}"
+                )
+            elif not isinstance(candidates, list) or not candidates:
+                problems.append(
+                    f"{where}.grid.{key}: got {candidates!r}; allowed: a "
+                    f"non-empty list of candidate values"
+                )
+            else:
+                for candidate in candidates:
+                    base = {k: v for k, v in raw.items() if k != "grid"}
+                    parse(cls, {**base, key: candidate}, f"{where}.grid", problems)
+    return HeadEntry(name, kind, params) if params is not None else None
+
+
+def _check_downloads(downloads: dict[str, DownloadParams], problems: list[str]) -> None:
+    for name, download in downloads.items():
+        digest = download.sha256.lower()
+        if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
+            problems.append(
+                f"downloads.{name}.sha256: got {download.sha256!r}; allowed: 64 hexadecimal digits"
+            )
+
+
+def validate(raw: Any, source: str = "params.yaml") -> Params:
+    """Turn loaded YAML into :class:`Params`, or raise one error listing every problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {raw!r}")
+    problems: list[str] = []
+    sections = parse(_Sections, raw, "params", problems)
+    heads: dict[str, HeadEntry] = {}
+    for name, head in (raw.get("heads") or {}).items():
+        entry = _parse_head(str(name), head, problems)
+        if entry is not None:
+            heads[str(name)] = entry
+    if sections is not None:
+        _check_downloads(sections.downloads, problems)
+        preprocessing = sections.extract.preprocessing
+        if preprocessing.crop > preprocessing.resize:
+            problems.append(
+                f"params.extract.preprocessing.crop: got {preprocessing.crop}; "
+                f"allowed: <= extract.preprocessing.resize "
+                f"({preprocessing.resize})"
+            )
+    if problems:
+        lines = [p.removeprefix("params.") for p in problems]
+        raise ParamsError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines))
+    assert sections is not None
+    return Params(
+        sections.paths, sections.data, sections.split, sections.extract, sections.downloads, heads
+    )
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the project folder")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from error
+    return validate(raw, str(path))

@@ -1,0 +1,57 @@
+"""Stage ``prepare``: dataset folder -> manifest, per-file report and data report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from features.manifest import build_manifest, write_files_csv, write_manifest
+from features.scan import ScanCache, scan_dataset
+from pipeline.cli import run
+from pipeline.params import load_params
+
+
+def _load_cache(path: Path) -> ScanCache:
+    if not path.is_file():
+        return ScanCache()
+    try:
+        return ScanCache(json.loads(path.read_text()))
+    except json.JSONDecodeError:
+        return ScanCache()  # a damaged cache only costs a re-validation
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (data.root)")
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--files", type=Path, required=True, help="every file and its bucket")
+    parser.add_argument("--report", type=Path, required=True, help="data report (JSON)")
+    parser.add_argument("--cache", type=Path, required=True, help="validation cache (JSON)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cache = _load_cache(args.cache)
+    outcomes, predefined = scan_dataset(args.data, params.data.limits, cache)
+    split = params.split
+    rows, outcomes, report = build_manifest(
+        outcomes, args.data, predefined, split.salt, split.test_fraction, split.val_fraction
+    )
+    write_manifest(args.manifest, rows)
+    write_files_csv(args.files, outcomes)
+    _write_json(args.report, asdict(report))
+    _write_json(args.cache, cache.entries)
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    run(main)

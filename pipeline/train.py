@@ -1,0 +1,112 @@
+"""Stage ``train@<head>``: fit one head on stored train codes, evaluate it on test."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from classifiers.data import class_names, iter_split, load_split
+from classifiers.evaluate import evaluate
+from classifiers.fit import fit_head, fit_streaming
+from classifiers.heads import HEADS
+from classifiers.persist import save_head
+from features.errors import UserError
+from features.extract import random_weights_banner
+from features.manifest import read_manifest
+from features.store import FeatureStore
+from pipeline.cli import run
+from pipeline.params import load_params
+
+
+def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None:
+    """One row per test image, the input of DVC's confusion-matrix template."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["sha256", "actual", "predicted"])
+        writer.writerows(zip(hashes, actual, predicted, strict=True))
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("head", help="a key under heads: in params.yaml")
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="joblib output")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    if args.head not in params.heads:
+        raise UserError(
+            f"head {args.head!r} is not configured; params.yaml heads: "
+            f"{', '.join(sorted(params.heads))}"
+        )
+    entry = params.heads[args.head]
+    rows = read_manifest(args.manifest)
+    classes = class_names(rows)
+    with FeatureStore(args.store) as store:
+        fingerprint = store.fingerprint
+        if fingerprint.is_random:
+            print(random_weights_banner(fingerprint.weights))
+        if HEADS[entry.kind].streaming:
+            n_train = sum(row.split == "train" for row in rows)
+            result = fit_streaming(
+                entry.kind,
+                entry.params,
+                classes,
+                lambda epoch: iter_split(
+                    rows, "train", store, entry.params.chunk_rows, entry.params.seed + epoch
+                ),
+            )
+        else:
+            train = load_split(rows, "train", store)
+            n_train = len(train.y)
+            result = fit_head(entry.kind, entry.params, train.X, train.y)
+            del train
+        test = load_split(rows, "test", store)
+        metrics, predicted = evaluate(result.model, test.X, test.y, classes)
+        val = None
+        if any(row.split == "val" for row in rows):
+            held_out = load_split(rows, "val", store)
+            val = evaluate(result.model, held_out.X, held_out.y, classes)[0]
+    sidecar = save_head(
+        result.model, args.model, args.head, entry.kind, fingerprint, classes, asdict(result.params)
+    )
+    metrics.update(
+        {
+            "head": args.head,
+            "kind": entry.kind,
+            "fit_seconds": result.fit_seconds,
+            "model_bytes": args.model.stat().st_size,
+            "n_train": n_train,
+            "n_test": metrics.pop("n"),
+            "params": asdict(result.params),
+            "cv": result.cv,
+            "backbone": fingerprint.backbone,
+            "weights": fingerprint.weights,
+            "random_weights": fingerprint.is_random,
+            "model_sha256": sidecar.sha256,
+        }
+    )
+    if val is not None:
+        metrics["val"] = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(metrics, indent=2))
+    _write_predictions(args.predictions, test.hashes, test.y, predicted)
+    label = (
+        " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
+    )
+    print(
+        f"train@{args.head}: accuracy {metrics['accuracy']:.4f}, fit {result.fit_seconds:.2f} s, "
+        f"{n_train} train / {metrics['n_test']} test{label}"
+    )
+
+
+if __name__ == "__main__":
+    run(main)
