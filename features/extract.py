@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from tqdm import tqdm
@@ -23,7 +24,7 @@ from features.encoder import DTYPES, Encoder, PendingCodes, resolve_device, reso
 from features.fingerprint import Fingerprint
 from features.gpu_decode import decode_on_device
 from features.images import ImageLimits
-from features.loader import Batch, Failure, ImageRef, make_loader
+from features.loader import Batch, Failure, ImageRef, decode_item, make_loader
 from features.preprocess import Preprocessing
 from features.store import StoreWriter
 from features.weights import resolve_weights
@@ -31,6 +32,7 @@ from features.weights import resolve_weights
 __all__ = [
     "ExtractConfig",
     "ExtractReport",
+    "encode_images",
     "extract_codes",
     "make_fingerprint",
     "random_weights_banner",
@@ -228,3 +230,38 @@ def _drain(
         bar.close()
         stats = committer.close()
     return stats
+
+
+def encode_images(
+    images: Sequence[tuple[str, bytes]],
+    config: ExtractConfig,
+    limits: ImageLimits,
+    expected: Fingerprint | None = None,
+) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """Codes for a handful of in-memory images, bypassing the store (used by ``predict``).
+
+    With ``expected`` set, refuses to compute codes any other way than the fingerprint
+    says, since a head applied to differently computed codes gives meaningless answers.
+    """
+    spec = get_backbone(config.backbone)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
+    fingerprint = make_fingerprint(config, weights.identity, precision)
+    if expected is not None:
+        expected.require_same(fingerprint, "the head's training codes")
+    items = [decode_item(sha, data, config.preprocessing, limits) for sha, data in images]
+    decoded = [item for item in items if item.pixels is not None]
+    failures = [item.failure for item in items if item.failure is not None]
+    if not decoded:
+        return {}, failures
+    encoder = Encoder(
+        build_extractor(spec, weights.state_dict, config.seed),
+        config.preprocessing,
+        device,
+        precision,
+        config.dtype,
+        config.channels_last,
+    )
+    codes = encoder(torch.stack([item.pixels for item in decoded])).numpy()
+    return {item.sha256: row for item, row in zip(decoded, codes, strict=True)}, failures
