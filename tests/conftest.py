@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny real JPEG datasets and a CPU extraction config that runs in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from features.extract import ExtractConfig
+from features.images import ImageLimits
+from features.loader import ImageRef
+from features.manifest import build_manifest
+from features.preprocess import Preprocessing
+from features.scan import scan_dataset
+from features.synthetic import make_dataset
+
+FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flower_photos"
+
+# Random weights, CPU, 32 px input: VGG16 end to end in a few ms per image.
+SMALL_CONFIG = ExtractConfig(
+    weights="random",
+    device="cpu",
+    precision="fp32",
+    batch_size=4,
+    num_workers=0,
+    commit_rows=8,
+    commit_seconds=3600.0,
+    preprocessing=Preprocessing(resize=32, crop=32),
+)
+LIMITS = ImageLimits()
+
+
+@pytest.fixture
+def small_config() -> ExtractConfig:
+    return replace(SMALL_CONFIG)
+
+
+@pytest.fixture
+def shapes_root(tmp_path: Path) -> Path:
+    """24 generated JPEGs: 4 classes x 6, under tmp_path/images/<class>/."""
+    root = tmp_path / "images"
+    make_dataset(root, per_class=6)
+    return root
+
+
+def refs_for(root: Path) -> list[ImageRef]:
+    """Manifest rows of a generated dataset as extraction inputs."""
+    outcomes, predefined = scan_dataset(root, LIMITS, n_jobs=1)
+    rows, _, _ = build_manifest(outcomes, root, predefined, "salt", 0.25)
+    return [ImageRef(row.sha256, root / row.path) for row in rows]
+
+
+@pytest.fixture
+def flowers() -> Path:
+    if not FLOWERS.is_dir():
+        pytest.skip(f"real dataset not found at {FLOWERS} (it lives in ../shared/datasets)")
+    return FLOWERS
