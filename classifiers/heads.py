@@ -113,7 +113,6 @@ def make_svm(params: SVMParams) -> Pipeline:
             kernel="rbf",
             C=params.C,
             gamma=params.gamma,
-            probability=params.probability,
             class_weight=params.class_weight,
             random_state=params.seed,
         )
@@ -124,8 +123,8 @@ def make_svm(params: SVMParams) -> Pipeline:
             class_weight=params.class_weight,
             random_state=params.seed,
         )
-        if params.probability:
-            estimator = CalibratedClassifierCV(estimator, cv=3, ensemble=False)
+    if params.probability:
+        estimator = CalibratedClassifierCV(estimator, cv=3, ensemble=False)
     return _pipeline(params, estimator)
 
 

@@ -1,0 +1,120 @@
+"""The whole pipeline under real git + DVC in a temporary workspace."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from features.synthetic import make_dataset
+from pipeline.workspace import create_workspace, run_in
+
+pytestmark = pytest.mark.slow
+
+DATA = "data/shapes"
+OVERRIDES = {
+    "downloads": {},
+    "data": {"root": DATA},
+    "split": {"test_fraction": 0.25},
+    "extract": {
+        "weights": "random",
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_size": 8,
+        "num_workers": 0,
+        "preprocessing": {"resize": 32, "crop": 32},
+    },
+    "heads": {"mlp": {"hidden": [32], "max_iter": 50}},
+}
+HEADS = ("logreg", "svm", "mlp")
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _json(workspace: Path, relative: str) -> dict:
+    return json.loads((workspace / relative).read_text())
+
+
+def _commit(workspace: Path, message: str, tag: str | None = None) -> None:
+    run_in(workspace, "git", "add", "-A")
+    run_in(workspace, "git", "commit", "-q", "-m", message)
+    if tag:
+        run_in(workspace, "git", "tag", tag)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = create_workspace(tmp_path_factory.mktemp("ws") / "project", OVERRIDES)
+    make_dataset(root / DATA, per_class=8)
+    run_in(root, "dvc", "add", "-q", DATA)
+    _commit(root, "dataset v1")
+    return root
+
+
+def test_repro_builds_every_artifact(workspace):
+    output = run_in(workspace, "dvc", "repro").stdout
+    assert _ran(output) == {"prepare", "extract", "compare", *(f"train@{h}" for h in HEADS)}
+    for head in HEADS:
+        assert (workspace / f"models/{head}.joblib").is_file()
+        assert (workspace / f"models/{head}.json").is_file()
+        assert (workspace / f"plots/predictions/{head}.csv").is_file()
+        assert (workspace / f"reports/plots/confusion_{head}.png").is_file()
+    assert (workspace / "reports/plots/accuracy_vs_fit_time.png").is_file()
+    assert (workspace / "store/index.h5").is_file()
+    summary = _json(workspace, "metrics/summary.json")
+    assert set(summary["heads"]) == set(HEADS) and summary["random_weights"] is True
+    assert "Random weights" in (workspace / "reports/compare.md").read_text()
+    extract = _json(workspace, "reports/extract.json")
+    assert (extract["computed"], extract["reused"]) == (32, 0)
+    shown = run_in(workspace, "dvc", "metrics", "show", "--json").stdout
+    assert all(f'"{head}"' in shown for head in HEADS)
+    _commit(workspace, "results v1", tag="v1")
+
+
+def test_changing_svm_params_reruns_only_that_head(workspace):
+    before = (workspace / "store/index.h5").stat().st_mtime_ns
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["heads"]["svm"]["C"] = 0.1
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run_in(workspace, "dvc", "status").stdout
+    assert "train@svm" in status and "extract" not in status
+    output = run_in(workspace, "dvc", "repro").stdout
+    assert _ran(output) == {"train@svm", "compare"}
+    assert (workspace / "store/index.h5").stat().st_mtime_ns == before, "extract ran"
+    assert _json(workspace, "metrics/heads/svm.json")["params"]["C"] == 0.1
+    _commit(workspace, "svm C=0.1")
+
+
+def test_experiment_run_on_one_head_reruns_only_it(workspace):
+    output = run_in(workspace, "dvc", "exp", "run", "-S", "heads.logreg.C=0.5").stdout
+    assert _ran(output) == {"train@logreg", "compare"}
+    run_in(workspace, "git", "checkout", "--", ".")
+    run_in(workspace, "dvc", "checkout", "-q")
+
+
+def test_growing_the_dataset_extracts_only_new_images(workspace):
+    make_dataset(workspace / DATA, per_class=3, start=8)
+    run_in(workspace, "dvc", "add", "-q", DATA)
+    output = run_in(workspace, "dvc", "repro").stdout
+    assert {"prepare", "extract"} <= _ran(output)
+    extract = _json(workspace, "reports/extract.json")
+    assert (extract["computed"], extract["reused"]) == (12, 32)
+    _commit(workspace, "dataset v2", tag="v2")
+
+
+def test_checking_out_an_earlier_tag_restores_its_data_and_results(workspace):
+    v2_manifest = (workspace / "data/manifest.csv").read_text()
+    run_in(workspace, "git", "checkout", "-q", "v1")
+    run_in(workspace, "dvc", "checkout", "-q", "--force")
+    manifest = (workspace / "data/manifest.csv").read_text()
+    assert manifest != v2_manifest and len(manifest.splitlines()) == 33
+    assert len(list((workspace / DATA).rglob("*.jpg"))) == 32
+    summary = _json(workspace, "metrics/summary.json")
+    assert _json(workspace, "metrics/heads/svm.json")["params"]["C"] == 1.0
+    assert set(summary["heads"]) == set(HEADS)
+    assert run_in(workspace, "dvc", "status").stdout.strip().endswith("up to date.")
