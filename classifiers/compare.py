@@ -116,6 +116,7 @@ def plot_accuracy_vs_fit_time(path: Path, metrics: dict[str, dict[str, Any]]) ->
             head, (m["fit_seconds"], m["accuracy"]), textcoords="offset points", xytext=(6, 4)
         )
     axes.set_xscale("log")
+    axes.margins(x=0.25, y=0.15)  # room for the labels of the extreme points
     axes.set_xlabel("fit time (s, log scale)")
     axes.set_ylabel("test accuracy")
     random = any(m.get("random_weights") for m in metrics.values())
