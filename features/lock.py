@@ -81,11 +81,15 @@ class StoreLock:
             "since": time.time(),
             "command": " ".join(sys.argv)[:200],
         }
-        os.ftruncate(handle, 0)
-        os.lseek(handle, 0, os.SEEK_SET)
-        os.write(handle, json.dumps(me).encode())
-        os.fsync(handle)
         self._handle = handle
+        try:
+            os.ftruncate(handle, 0)
+            os.lseek(handle, 0, os.SEEK_SET)
+            os.write(handle, json.dumps(me).encode())
+            os.fsync(handle)
+        except BaseException:  # a full disk: do not keep the store locked by a leaked fd
+            self.release()
+            raise
 
     def stale_message(self) -> str | None:
         if self.took_over is None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,24 @@ def temporary_path(directory: Path, suffix: str) -> Path:
     return directory / f"{TMP_PREFIX}{secrets.token_hex(8)}{suffix}"
 
 
+@contextmanager
+def _in_memory(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory, then written to ``path`` with one plain ``write``.
+
+    HDF5 defers writes to its caches, and when flushing them at close fails (a full disk)
+    h5py only prints the error from a destructor: the file looks written but is short. A
+    short shard would then be checksummed, renamed into place and adopted, and a short
+    index would become the commit point. Writing the finished image ourselves turns ENOSPC
+    into an ordinary ``OSError`` before anything is renamed.
+    """
+    with h5py.File(path.name, "w", driver="core", backing_store=False) as handle:
+        yield handle
+        handle.flush()
+        image = handle.id.get_file_image()
+    with open(path, "wb") as stream:
+        stream.write(image)
+
+
 def _write_shard_file(
     path: Path,
     hashes: list[str],
@@ -121,7 +140,7 @@ def _write_shard_file(
     compression: str | None,
 ) -> None:
     rows, dim = codes.shape
-    with h5py.File(path, "w") as handle:
+    with _in_memory(path) as handle:
         handle.attrs["format"] = FORMAT
         handle.attrs["fingerprint"] = fingerprint.to_json()
         handle.attrs["created"] = time.time()
@@ -194,7 +213,7 @@ def _virtual(
 
 def _write_index_file(path: Path, state: IndexState) -> None:
     fingerprint = state.fingerprint
-    with h5py.File(path, "w") as handle:
+    with _in_memory(path) as handle:
         handle.attrs["format"] = FORMAT
         handle.attrs["fingerprint"] = fingerprint.to_json()
         handle.attrs["generation"] = state.generation

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,6 +194,17 @@ def _is_disk_full(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
 
 
+@contextmanager
+def _disk_full_is(message: str) -> Iterator[None]:
+    """Re-raise ENOSPC/EDQUOT inside the block as :class:`StoreFullError` with ``message``."""
+    try:
+        yield
+    except OSError as error:
+        if _is_disk_full(error):
+            raise StoreFullError(message) from error
+        raise
+
+
 class StoreWriter:
     """The single writer of a store: lock, recover, then commit batches atomically.
 
@@ -223,6 +235,10 @@ class StoreWriter:
         self.close()
 
     def open(self) -> None:
+        with _disk_full_is(f"disk full while opening {self.root}; free space and rerun"):
+            self._open()
+
+    def _open(self) -> None:
         (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         try:
@@ -321,7 +337,12 @@ class StoreWriter:
             return None
         kept_hashes = [hashes[i] for i in keep]
         record = None
-        try:
+        full = (
+            f"disk full while committing {len(keep)} rows to {self.root}; the store still "
+            f"holds its previous {self.state.rows} rows intact. Free space and rerun: only "
+            f"the missing images will be computed."
+        )
+        with _disk_full_is(full):
             if keep:
                 record = write_shard(
                     self.root / SHARD_DIR,
@@ -336,14 +357,6 @@ class StoreWriter:
             self._publish(
                 replace(self.state, shards=shards, skipped=self.state.skipped + new_skips)
             )
-        except OSError as error:
-            if _is_disk_full(error):
-                raise StoreFullError(
-                    f"disk full while committing {len(keep)} rows to {self.root}; the store "
-                    f"still holds its previous {self.state.rows} rows intact. Free space and "
-                    f"rerun: only the missing images will be computed."
-                ) from error
-            raise
         self._known.update(kept_hashes)
         return record
 

@@ -1,0 +1,186 @@
+"""Child process for the crash tests: run a store operation and stop dead at a chosen call.
+
+A :class:`KillPoint` wraps one named function (``features.shards.publish``,
+``features.committer.Committer.submit``, ...) so that its N-th matching call sends this
+process SIGKILL, before or after the real call. SIGKILL cannot be caught, so nothing in the
+store code gets a chance to clean up: the test sees exactly what a ``kill -9`` or a power
+cut at that instruction would leave. With ``--signal STOP`` the process freezes there
+instead, holding the lock with a commit half done, so a test can look at the store from
+outside and then let it go on (SIGCONT) or kill it.
+
+Usage (from the repository root)::
+
+    python -m tests.killpoints extract --refs refs.json --store STORE \
+        --kill features.shards.publish:before:3:index
+    python -m tests.killpoints compact --store STORE --kill ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from features.shards import INDEX_NAME, SHARD_DIR
+
+__all__ = ["MATCHERS", "KillPoint", "arm", "child_command", "main", "save_refs"]
+
+
+def _shard_file(args: tuple[Any, ...]) -> bool:
+    """``h5py.Group.create_dataset(self, "codes", ...)`` on a file under ``shards/``."""
+    group, name = args[0], args[1]
+    return name == "codes" and Path(group.file.filename).parent.name == SHARD_DIR
+
+
+def _publish_index(args: tuple[Any, ...]) -> bool:
+    """``publish(tmp, final)`` of ``index.h5``: the commit point."""
+    return Path(args[1]).name == INDEX_NAME
+
+
+def _publish_shard(args: tuple[Any, ...]) -> bool:
+    return Path(args[1]).parent.name == SHARD_DIR
+
+
+def _store_directory(args: tuple[Any, ...]) -> bool:
+    """``fsync_directory(root)``: the index was just renamed into place."""
+    return Path(args[0]).name != SHARD_DIR
+
+
+def _codes_dataset(args: tuple[Any, ...]) -> bool:
+    """``_virtual(handle, "codes", ...)``: the index's virtual codes dataset."""
+    return args[1] == "codes"
+
+
+# Each matcher narrows a shared function to one of its callers, so a call count means
+# "the third index commit" rather than "the third write of any file".
+MATCHERS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
+    "shard_codes": _shard_file,
+    "index": _publish_index,
+    "shard": _publish_shard,
+    "root": _store_directory,
+    "codes": _codes_dataset,
+}
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """Die at the ``call``-th call of ``target`` that ``match`` accepts, ``when`` it runs."""
+
+    target: str  # dotted path: module, then attributes (a class and its method)
+    when: str  # "before" or "after" the real call
+    call: int = 1
+    match: str | None = None  # a key of MATCHERS
+
+    def spec(self) -> str:
+        return f"{self.target}:{self.when}:{self.call}:{self.match or ''}"
+
+    @classmethod
+    def parse(cls, text: str) -> KillPoint:
+        target, when, call, match = text.split(":")
+        return cls(target, when, int(call), match or None)
+
+
+def _resolve(target: str) -> tuple[Any, str]:
+    """The object that owns the last attribute of ``target``, and that attribute's name."""
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[split:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ValueError(f"cannot import any module prefix of {target!r}")
+
+
+def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
+    """Replace ``point.target`` with a wrapper that signals this process at the chosen call."""
+    if point.when not in ("before", "after"):
+        raise ValueError(f"when must be before or after, not {point.when!r}")
+    owner, name = _resolve(point.target)
+    original = getattr(owner, name)
+    matches = MATCHERS[point.match] if point.match else (lambda args: True)
+    seen = 0
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal seen
+        hit = False
+        if matches(args):
+            seen += 1
+            hit = seen == point.call
+        if hit and point.when == "before":
+            os.kill(os.getpid(), signum)
+        result = original(*args, **kwargs)
+        if hit and point.when == "after":
+            os.kill(os.getpid(), signum)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+def save_refs(refs: Sequence[Any], path: Path) -> Path:
+    """Write ``ImageRef``s where a child's ``--refs`` reads them."""
+    path.write_text(json.dumps([[ref.sha256, str(ref.path)] for ref in refs]))
+    return path
+
+
+def child_command(
+    task: str,
+    store: Path,
+    *options: str,
+    kill: KillPoint | None = None,
+    signum: str = "KILL",
+) -> list[str]:
+    """The command line that runs ``task`` here in a fresh interpreter (cwd: repo root)."""
+    command = [sys.executable, "-m", "tests.killpoints", task, "--store", str(store), *options]
+    if kill is not None:
+        command += ["--kill", kill.spec(), "--signal", signum]
+    return command
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from features.extract import extract_codes
+    from features.loader import ImageRef
+    from tests.conftest import LIMITS, SMALL_CONFIG
+
+    refs = [ImageRef(sha, Path(path)) for sha, path in json.loads(args.refs.read_text())]
+    config = replace(SMALL_CONFIG, batch_size=args.batch_size, commit_rows=args.commit_rows)
+    report = extract_codes(refs, args.store, config, LIMITS, progress=False)
+    print(report.summary())
+
+
+def _compact(args: argparse.Namespace) -> None:
+    from features.maintenance import compact
+
+    before, after = compact(args.store, args.target_rows)
+    print(f"compact: {before} shards -> {after}")
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("task", choices=("extract", "compact"))
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--refs", type=Path, help="extract: JSON list of [sha256, path]")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--commit-rows", type=int, default=8)
+    parser.add_argument("--target-rows", type=int, default=1024)
+    parser.add_argument("--kill", type=KillPoint.parse, help="target:when:call:match")
+    parser.add_argument("--signal", choices=("KILL", "STOP"), default="KILL")
+    args = parser.parse_args(argv)
+    if args.kill is not None:
+        arm(args.kill, signal.Signals[f"SIG{args.signal}"])
+    {"extract": _extract, "compact": _compact}[args.task](args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
