@@ -154,7 +154,7 @@ def repair(root: Path, log=print) -> VerifyReport:
     state = read_index(root)
     bad = report.bad_shards()
     duplicates = [p for p in report.problems if p.kind == "duplicate"]
-    with StoreWriter(root, state.fingerprint, log=log) as writer:
+    with StoreWriter(root, state.fingerprint, log=log, ignore=bad) as writer:
         # Opening removed temporaries and adopted or removed orphans.
         if bad:
             writer.replace_shards(removed=sorted(bad), added=[])

@@ -9,7 +9,7 @@ See :mod:`features.shards` for the on-disk layout and why it survives ``kill -9`
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -218,11 +218,13 @@ class StoreWriter:
         fingerprint: Fingerprint,
         compression: str | None = None,
         log: Callable[[str], None] = print,
+        ignore: Collection[str] = (),
     ) -> None:
         self.root = Path(root)
         self.fingerprint = fingerprint
         self.compression = compression
         self.log = log
+        self._ignore = frozenset(ignore)  # indexed shards not to read: repair drops them
         self._lock = StoreLock(self.root / "LOCK")
         self._known: set[str] = set()
         self.state: IndexState | None = None
@@ -253,7 +255,8 @@ class StoreWriter:
                 write_index(self.root, state)
             self.state = state
             for shard in state.shards:
-                self._known.update(read_shard_hashes(self.root / SHARD_DIR / shard.name))
+                if shard.name not in self._ignore:
+                    self._known.update(self._indexed_hashes(shard))
             self._adopt_orphans()
         except BaseException:
             self._lock.release()
@@ -261,6 +264,17 @@ class StoreWriter:
 
     def close(self) -> None:
         self._lock.release()
+
+    def _indexed_hashes(self, shard: ShardRecord) -> list[str]:
+        """Hashes of an indexed shard; a damaged one stops the writer and names the fix."""
+        try:
+            return read_shard_hashes(self.root / SHARD_DIR / shard.name)
+        except (OSError, KeyError) as error:
+            raise StoreError(
+                f"shard {shard.name} of store {self.root} cannot be read ({error}). Run "
+                f"`python -m pipeline.store repair {self.root}`: it drops the shard, and the "
+                f"next extract recomputes only its rows."
+            ) from error
 
     @property
     def known(self) -> frozenset[str]:
@@ -377,4 +391,4 @@ class StoreWriter:
         )
         self._known = set()
         for shard in self.state.shards:
-            self._known.update(read_shard_hashes(self.root / SHARD_DIR / shard.name))
+            self._known.update(self._indexed_hashes(shard))

@@ -28,7 +28,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--target-rows", type=int, default=16384, help="compact: rows per merged shard"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `verify --strict STORE` as well
     store = _store_path(args.store, args.params)
     if args.command == "info":
         print(json.dumps(maintenance.info(store), indent=2))
