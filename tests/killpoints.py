@@ -3,8 +3,8 @@
 A :class:`KillPoint` wraps one named function (``features.shards.publish``,
 ``features.committer.Committer.submit``, ...) so that its N-th matching call sends this
 process SIGKILL, before or after the real call. SIGKILL cannot be caught, so nothing in the
-store code gets a chance to clean up: the test sees exactly what a ``kill -9`` or a power
-cut at that instruction would leave. With ``--signal STOP`` the process freezes there
+store code gets a chance to clean up: the test sees exactly what a ``kill -9`` at that
+call leaves. With ``--signal STOP`` the process freezes there
 instead, holding the lock with a commit half done, so a test can look at the store from
 outside and then let it go on (SIGCONT) or kill it.
 
@@ -12,12 +12,14 @@ Usage (from the repository root)::
 
     python -m tests.killpoints extract --refs refs.json --store STORE \
         --kill features.shards.publish:before:3:index
+    python -m tests.killpoints extract ... --kill features.shards.open:after:2:shard
     python -m tests.killpoints compact --store STORE --kill ...
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
 import functools
 import importlib
 import json
@@ -29,44 +31,38 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from features.shards import INDEX_NAME, SHARD_DIR
+from features.shards import SHARD_DIR
 
 __all__ = ["MATCHERS", "KillPoint", "arm", "child_command", "main", "save_refs"]
 
 
-def _shard_file(args: tuple[Any, ...]) -> bool:
-    """``h5py.Group.create_dataset(self, "codes", ...)`` on a file under ``shards/``."""
-    group, name = args[0], args[1]
-    return name == "codes" and Path(group.file.filename).parent.name == SHARD_DIR
+def _shard_codes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """``create_dataset(self, "codes", data=...)``: a shard's codes (the index's are virtual)."""
+    return args[1] == "codes" and "data" in kwargs
 
 
-def _publish_index(args: tuple[Any, ...]) -> bool:
-    """``publish(tmp, final)`` of ``index.h5``: the commit point."""
-    return Path(args[1]).name == INDEX_NAME
+def _shard_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of a shard: ``tmp`` is in ``shards/``."""
+    return Path(args[0]).parent.name == SHARD_DIR
 
 
-def _publish_shard(args: tuple[Any, ...]) -> bool:
-    return Path(args[1]).parent.name == SHARD_DIR
+def _index_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of the index, the commit point."""
+    return Path(args[0]).parent.name != SHARD_DIR
 
 
-def _store_directory(args: tuple[Any, ...]) -> bool:
+def _store_directory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """``fsync_directory(root)``: the index was just renamed into place."""
     return Path(args[0]).name != SHARD_DIR
 
 
-def _codes_dataset(args: tuple[Any, ...]) -> bool:
-    """``_virtual(handle, "codes", ...)``: the index's virtual codes dataset."""
-    return args[1] == "codes"
-
-
 # Each matcher narrows a shared function to one of its callers, so a call count means
 # "the third index commit" rather than "the third write of any file".
-MATCHERS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
-    "shard_codes": _shard_file,
-    "index": _publish_index,
-    "shard": _publish_shard,
+MATCHERS: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], bool]] = {
+    "shard_codes": _shard_codes,
+    "shard": _shard_file,
+    "index": _index_file,
     "root": _store_directory,
-    "codes": _codes_dataset,
 }
 
 
@@ -107,15 +103,16 @@ def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
     if point.when not in ("before", "after"):
         raise ValueError(f"when must be before or after, not {point.when!r}")
     owner, name = _resolve(point.target)
-    original = getattr(owner, name)
-    matches = MATCHERS[point.match] if point.match else (lambda args: True)
+    # A builtin such as ``open`` is patched as a module global that shadows it.
+    original = getattr(owner, name) if hasattr(owner, name) else getattr(builtins, name)
+    matches = MATCHERS[point.match] if point.match else (lambda args, kwargs: True)
     seen = 0
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal seen
         hit = False
-        if matches(args):
+        if matches(args, kwargs):
             seen += 1
             hit = seen == point.call
         if hit and point.when == "before":

@@ -1,0 +1,363 @@
+"""SIGKILL at every step of a commit, and Ctrl-C: the store verifies and resumes exactly.
+
+Each kill scenario runs extraction in a child process (:mod:`tests.killpoints`) that dies
+by SIGKILL at one named call, so no ``finally`` or ``atexit`` runs: what is left on disk is
+what a ``kill -9`` or a power cut leaves. The test then checks the issue's four promises:
+the store verifies, a rerun completes, the codes equal an uninterrupted run's bit for bit,
+and every hash is stored exactly once. The kill-point x outcome table is printed at the end
+of the module.
+
+The clean run (24 images, batch 4, a commit every 8 rows, 4 undecodable images last)
+commits in this order, which the call counts below refer to::
+
+    index gen 0 (empty) | shard 1 + index gen 1 | shard 2 + gen 2 | shard 3 + gen 3 |
+    gen 4: skip records only (the 4 undecodable images)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from features.extract import extract_codes
+from features.loader import ImageRef
+from features.maintenance import verify
+from features.manifest import build_manifest, write_manifest
+from features.scan import scan_dataset
+from features.shards import INDEX_NAME, SHARD_DIR, TMP_PREFIX, read_index
+from features.store import FeatureStore
+from features.synthetic import make_dataset
+from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
+from tests.killpoints import KillPoint, child_command, save_refs
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = 24  # decodable images: 3 commits of 8 rows
+BROKEN = 4  # truncated JPEGs, last in order: the final commit holds only skip records
+
+
+@dataclass(frozen=True)
+class Dataset:
+    refs: list[ImageRef]
+    refs_file: Path
+    good: list[str]  # hashes of decodable images, in extraction order
+    codes: np.ndarray  # the clean run's codes for ``good``
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One or more child runs, each killed at its point, then an in-process rerun."""
+
+    name: str
+    kills: tuple[KillPoint, ...]
+    reused: int  # rows the rerun finds committed or adopts, so never recomputes
+
+
+SCENARIOS = (
+    Scenario(
+        "before_first_batch", (KillPoint("features.committer.Committer.submit", "before", 1),), 0
+    ),
+    Scenario(
+        "between_batches", (KillPoint("features.committer.Committer.submit", "before", 2),), 0
+    ),
+    Scenario("between_commits", (KillPoint("features.committer.Committer._commit", "after"),), 8),
+    Scenario(
+        "shard_built_in_memory",
+        (KillPoint("h5py.Group.create_dataset", "after", 2, "shard_codes"),),
+        8,
+    ),
+    Scenario("mid_shard_write", (KillPoint("features.shards.open", "after", 2, "shard"),), 8),
+    Scenario(
+        "shard_tmp_written_before_rename",
+        (KillPoint("features.shards.publish", "before", 2, "shard"),),
+        8,
+    ),
+    Scenario(
+        "shard_renamed_before_index", (KillPoint("features.store.write_shard", "after", 2),), 16
+    ),
+    Scenario("mid_index_write", (KillPoint("features.shards.open", "after", 3, "index"),), 16),
+    Scenario(
+        "index_tmp_written_before_rename",
+        (KillPoint("features.shards.publish", "before", 3, "index"),),
+        16,
+    ),
+    Scenario(
+        "index_renamed_before_dir_fsync",
+        (KillPoint("features.shards.fsync_directory", "before", 3, "root"),),
+        16,
+    ),
+    Scenario(
+        "skip_only_commit", (KillPoint("features.shards.publish", "before", 5, "index"),), GOOD
+    ),
+    Scenario(
+        "lock_taken_before_holder_written",
+        (
+            KillPoint("features.committer.Committer._commit", "after"),
+            KillPoint("features.lock._read_holder", "before"),
+        ),
+        8,
+    ),
+    Scenario(
+        "recovery_before_adoption",
+        (
+            KillPoint("features.shards.publish", "before", 3, "index"),
+            KillPoint("features.store.StoreWriter._adopt_orphans", "before"),
+        ),
+        16,
+    ),
+    Scenario(
+        "adoption_index_tmp_before_rename",
+        (
+            KillPoint("features.store.write_shard", "after", 2),
+            KillPoint("features.shards.publish", "before", 1, "index"),
+        ),
+        16,
+    ),
+    Scenario(
+        "finished_before_lock_release",
+        (KillPoint("features.lock.StoreLock.release", "before"),),
+        GOOD,
+    ),
+)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """24 images + 4 truncated ones, and the codes of one uninterrupted run over them."""
+    root = tmp_path_factory.mktemp("crash")
+    make_dataset(root / "images", per_class=GOOD // 4)
+    refs = refs_for(root / "images")
+    for path in make_dataset(root / "broken", per_class=1, start=100):
+        path.write_bytes(path.read_bytes()[:300])
+        refs.append(ImageRef(_sha256(path), path))
+    refs_file = save_refs(refs, root / "refs.json")
+    report = extract_codes(refs, root / "clean", SMALL_CONFIG, LIMITS, progress=False, log=_quiet)
+    assert (report.computed, report.skipped) == (GOOD, BROKEN)
+    state = read_index(root / "clean")
+    assert (len(state.shards), state.generation) == (3, 4), "the commit schedule changed"
+    good = [ref.sha256 for ref in refs[:GOOD]]
+    with FeatureStore(root / "clean") as reader:
+        codes = reader.get(good)
+    return Dataset(refs, refs_file, good, codes)
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+@pytest.fixture(scope="module")
+def kill_matrix(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Rows of the kill-point x outcome table, printed once the module's tests ran."""
+    rows: list[str] = []
+    yield rows
+    if not rows:
+        return
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    header = (
+        "| kill point | left on disk after SIGKILL | verify | rerun reused/computed/skipped "
+        "| recovery | final store |\n|---|---|---|---|---|---|"
+    )
+    table = "\n".join([header, *rows])
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_sep("-", "SIGKILL matrix")
+            reporter.write_line(table)
+    out = os.environ.get("KILL_MATRIX_OUT")
+    if out:
+        Path(out).write_text(table + "\n")
+
+
+def _kill_child(store: Path, refs_file: Path, point: KillPoint) -> int:
+    """Run extraction in a child killed at ``point``; return its pid."""
+    child = subprocess.Popen(
+        child_command("extract", store, "--refs", str(refs_file), kill=point),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = child.communicate(timeout=300)
+    assert child.returncode == -signal.SIGKILL, (
+        f"{point.spec()} was never reached (exit {child.returncode}):\n{output}"
+    )
+    return child.pid
+
+
+def _leftovers(store: Path) -> str:
+    state = read_index(store)
+    indexed = {shard.name for shard in state.shards}
+    orphans = [p for p in (store / SHARD_DIR).glob("shard-*.h5") if p.name not in indexed]
+    temporaries = [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
+    parts = [f"gen {state.generation}, {state.rows} rows, {len(state.skipped)} skips"]
+    if orphans:
+        parts.append(f"{len(orphans)} unindexed shard")
+    if temporaries:
+        parts.append(f"{len(temporaries)} tmp file")
+    if (store / "LOCK").exists():
+        parts.append("LOCK")
+    return "; ".join(parts)
+
+
+def _recovery(logs: list[str]) -> str:
+    notes = []
+    removed = sum("removed .tmp-" in line for line in logs)
+    if removed:
+        notes.append(f"removed {removed} tmp")
+    for line in logs:
+        if match := re.search(r"recovered (\d+) rows", line):
+            notes.append(f"adopted {match.group(1)} rows")
+    if any("took over a stale lock" in line for line in logs):
+        notes.append("took over stale LOCK")
+    return ", ".join(notes) or "-"
+
+
+def _stored_hashes(store: Path) -> list[str]:
+    """The ``hashes`` virtual dataset, read the way any HDF5 tool would."""
+    with h5py.File(store / INDEX_NAME, "r") as handle:
+        return [value.decode() for value in handle["hashes"][:]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)
+def test_sigkill_then_rerun_gives_the_uninterrupted_store(
+    scenario: Scenario, dataset: Dataset, tmp_path: Path, kill_matrix: list[str]
+):
+    store = tmp_path / "store"
+    pids = [_kill_child(store, dataset.refs_file, point) for point in scenario.kills]
+
+    left = _leftovers(store)
+    after_kill = verify(store)
+    assert after_kill.ok, after_kill.problems
+    with FeatureStore(store) as reader:
+        committed = reader.hashes
+        expected = dataset.codes[[dataset.good.index(sha) for sha in committed]]
+        assert reader.get(committed).tobytes() == expected.tobytes()
+
+    logs: list[str] = []
+    rerun = extract_codes(
+        dataset.refs, store, SMALL_CONFIG, LIMITS, progress=False, log=logs.append
+    )
+    assert (rerun.reused, rerun.computed, rerun.skipped) == (
+        scenario.reused,
+        GOOD - scenario.reused,
+        BROKEN,
+    ), logs
+    took_over = re.search(r"stale lock left by pid (\d+)", "\n".join(logs))
+    assert took_over and int(took_over.group(1)) in pids, logs
+
+    hashes = _stored_hashes(store)
+    assert len(hashes) == len(set(hashes)) == GOOD and set(hashes) == set(dataset.good)
+    with FeatureStore(store) as reader:
+        assert reader.get(dataset.good).tobytes() == dataset.codes.tobytes()
+        assert set(reader.skipped) == {ref.sha256 for ref in dataset.refs[GOOD:]}
+    final = verify(store)
+    assert final.ok and not final.notices, (final.problems, final.notices)
+    assert not (store / "LOCK").exists()
+    kill_matrix.append(
+        f"| {scenario.name} (`{' then '.join(p.spec() for p in scenario.kills)}`) | {left} "
+        f"| ok, {len(after_kill.notices)} notice(s) "
+        f"| {rerun.reused}/{rerun.computed}/{rerun.skipped} | {_recovery(logs)} "
+        f"| verifies, {len(hashes)} unique hashes, codes bit-identical |"
+    )
+
+
+def _wait_for_commit(store: Path, child: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Poll the index until a commit with rows has landed; return its row count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "extraction finished before it could be interrupted"
+        try:
+            rows = read_index(store).rows
+        except (OSError, KeyError):
+            rows = 0  # not created yet; the rename makes it appear complete
+        if rows:
+            return rows
+        time.sleep(0.01)
+    raise AssertionError("no commit landed in time")
+
+
+def _extract_command(workspace: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.extract",
+        "--data",
+        str(workspace / "images"),
+        "--manifest",
+        str(workspace / "manifest.csv"),
+        "--store",
+        str(workspace / "store"),
+        "--report",
+        str(workspace / "extract.json"),
+        "--params",
+        str(workspace / "params.yaml"),
+        "--no-progress",
+    ]
+
+
+@pytest.fixture
+def extract_workspace(tmp_path: Path) -> Path:
+    """A manifest of 120 generated images and params for a small CPU extraction."""
+    images = tmp_path / "images"
+    make_dataset(images, per_class=30)
+    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
+    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
+    write_manifest(tmp_path / "manifest.csv", rows)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["extract"].update(
+        weights="random",
+        device="cpu",
+        precision="fp32",
+        batch_size=4,
+        num_workers=0,
+        commit_rows=8,
+        commit_seconds=3600,
+        preprocessing={**params["extract"]["preprocessing"], "resize": 32, "crop": 32},
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_sigint_commits_finished_batches_and_exits_130(extract_workspace: Path):
+    store = extract_workspace / "store"
+    command = _extract_command(extract_workspace)
+    child = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    seen = _wait_for_commit(store, child)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "interrupted: finished work is committed" in stderr
+
+    assert not [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
+    assert not (store / "LOCK").exists()
+    kept = read_index(store).rows
+    assert seen <= kept < 120 and kept % 4 == 0, "whole batches, at least what was seen"
+    report = verify(store)
+    assert report.ok and not report.notices, (report.problems, report.notices)
+    with FeatureStore(store) as reader:
+        assert np.isfinite(reader.get(reader.hashes)).all()
+
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f"reused {kept}, computed {120 - kept}, skipped 0" in rerun.stdout
+    summary = json.loads((extract_workspace / "extract.json").read_text())
+    assert (summary["reused"], summary["computed"]) == (kept, 120 - kept)
+    assert verify(store).ok
