@@ -37,6 +37,7 @@ from features.weights import file_sha256
 __all__ = ["FeatureStore", "StoreError", "StoreFullError", "StoreWriter"]
 
 _CHUNK_CACHE_BYTES = 16 << 20
+_LOAD_ATTEMPTS = 3  # a reader racing a compaction or repair reads the new index
 
 
 class StoreError(UserError):
@@ -78,19 +79,34 @@ class FeatureStore:
             self.fingerprint.require_same(expected, f"store {self.root}")
 
     def _load(self) -> None:
-        self.close()
-        try:
-            self.state = read_index(self.root)
-            per_shard = [self._shard(s.name)["hashes"][:] for s in self.state.shards]
-        except (OSError, KeyError, ValueError) as error:
-            raise StoreError(
-                f"cannot read store {self.root}: {error}. "
-                f"Run `python -m pipeline.store verify {self.root}`."
-            ) from error
+        """Read the index and open every shard it lists.
+
+        Compaction and repair delete shards right after publishing an index without them,
+        so a shard missing between our reading the index and opening it means a newer
+        index exists: read again. Only a shard missing every time is damage.
+        """
+        for attempt in range(_LOAD_ATTEMPTS):
+            self.close()
+            try:
+                self.state = read_index(self.root)
+                per_shard = [self._shard(s.name)["hashes"][:] for s in self.state.shards]
+                break
+            except FileNotFoundError as error:
+                if attempt + 1 < _LOAD_ATTEMPTS:
+                    continue
+                raise self._unreadable(error) from error
+            except (OSError, KeyError, ValueError) as error:
+                raise self._unreadable(error) from error
         sizes = [len(hashes) for hashes in per_shard]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self._hashes = np.concatenate(per_shard) if per_shard else np.empty(0, dtype="S64")
         self._sorted = np.argsort(self._hashes, kind="stable")
+
+    def _unreadable(self, error: Exception) -> StoreError:
+        return StoreError(
+            f"cannot read store {self.root}: {error}. "
+            f"Run `python -m pipeline.store verify {self.root}`."
+        )
 
     def _shard(self, name: str) -> h5py.File:
         handle = self._handles.get(name)

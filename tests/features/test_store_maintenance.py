@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import features.store
 from features.extract import extract_codes
 from features.loader import ImageRef
 from features.maintenance import compact, info, repair, verify
@@ -213,6 +214,21 @@ def test_compact_merges_shards_without_changing_a_code(clean, store):
     assert early.get(clean.hashes).tobytes() == clean.codes.tobytes(), "a reader from before"
     early.close()
     assert compact(store, target_rows=64, log=_quiet) == (1, 1)
+
+
+def test_reader_opening_during_a_compaction_reads_the_new_index(clean, store, monkeypatch):
+    real = features.store.read_index
+
+    def compacted_meanwhile(root: Path):
+        state = real(root)
+        monkeypatch.setattr(features.store, "read_index", real)
+        compact(root, target_rows=64, log=_quiet)  # deletes every shard `state` lists
+        return state
+
+    monkeypatch.setattr(features.store, "read_index", compacted_meanwhile)
+    with FeatureStore(store) as reader:
+        assert len(reader.state.shards) == 1
+        assert reader.get(clean.hashes).tobytes() == clean.codes.tobytes()
 
 
 @pytest.mark.slow
