@@ -51,6 +51,7 @@ class Committer:
         self.stats = CommitStats()
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending_batches)
         self._error: BaseException | None = None
+        self._done = threading.Event()  # set by the thread itself as its very last step
         self._thread = threading.Thread(target=self._run, name="store-committer", daemon=True)
         self._thread.start()
 
@@ -98,6 +99,8 @@ class Committer:
                         break
                 except queue.Empty:
                     break
+        finally:
+            self._done.set()
 
     def _commit(self, hashes: list[str], blocks: list[np.ndarray], skips: list[SkipRecord]) -> None:
         codes = (
@@ -111,10 +114,26 @@ class Committer:
         self.stats.commits += 1
 
     def close(self) -> CommitStats:
-        """Commit everything submitted so far, stop the thread, raise its error if any."""
-        if self._thread.is_alive():
-            if self._error is None:
-                self._queue.put(_STOP)
-            self._thread.join()
+        """Commit everything submitted so far, stop the thread, raise its error if any.
+
+        Waits for the thread even through Ctrl-C and re-raises the interrupt afterwards:
+        returning early would let the caller release the store's lock and exit while the
+        last commit is still being written, losing finished batches and leaving temporary
+        files. SIGKILL remains the way out, and it is safe. The wait is on an event of our
+        own: Python 3.11 marks a thread stopped when Ctrl-C interrupts ``join()`` on it.
+        """
+        interrupted = False
+        stop_sent = self._error is not None  # a failed thread drains the queue and exits
+        while not self._done.is_set():
+            try:
+                if not stop_sent:
+                    self._queue.put(_STOP)
+                    stop_sent = True
+                self._done.wait()
+            except KeyboardInterrupt:
+                interrupted = True
+        self._thread.join()
         self._raise_if_failed()
+        if interrupted:
+            raise KeyboardInterrupt
         return self.stats

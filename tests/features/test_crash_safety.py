@@ -31,15 +31,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
+import features.shards
+from features.committer import Committer
+from features.encoder import PendingCodes
 from features.extract import extract_codes
+from features.fingerprint import Fingerprint
 from features.loader import ImageRef
 from features.maintenance import verify
 from features.manifest import build_manifest, write_manifest
 from features.scan import scan_dataset
 from features.shards import INDEX_NAME, SHARD_DIR, TMP_PREFIX, read_index
-from features.store import FeatureStore
+from features.store import FeatureStore, StoreWriter
 from features.synthetic import make_dataset
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
@@ -361,3 +366,28 @@ def test_sigint_commits_finished_batches_and_exits_130(extract_workspace: Path):
     summary = json.loads((extract_workspace / "extract.json").read_text())
     assert (summary["reused"], summary["computed"]) == (kept, 120 - kept)
     assert verify(store).ok
+
+
+def test_second_ctrl_c_during_the_final_flush_waits_for_the_commit(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    fingerprint = Fingerprint(
+        "vgg16", "classifier.1", 4, "random:0", "{}", "fp32", "float16", "t", "t"
+    )
+    hashes = [f"{i:064x}" for i in range(8)]
+    codes = np.arange(32, dtype=np.float16).reshape(8, 4)
+    real = features.shards.publish
+
+    def ctrl_c_at_the_commit_point(tmp: Path, final: Path) -> None:
+        if final.name == INDEX_NAME:
+            os.kill(os.getpid(), signal.SIGINT)  # reaches the main thread, waiting in close()
+            time.sleep(0.3)  # this commit is still in flight when the interrupt lands
+        real(tmp, final)
+
+    with StoreWriter(store, fingerprint, log=_quiet) as writer:
+        committer = Committer(writer, commit_rows=100, commit_seconds=3600.0)
+        committer.submit(hashes, PendingCodes(torch.from_numpy(codes)), [])
+        monkeypatch.setattr(features.shards, "publish", ctrl_c_at_the_commit_point)
+        with pytest.raises(KeyboardInterrupt):
+            committer.close()
+    assert read_index(store).rows == 8, "the finished batch was committed before exiting"
+    assert not [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
