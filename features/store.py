@@ -362,8 +362,8 @@ class StoreWriter:
             if sha not in self._known and sha not in seen:
                 keep.append(position)
                 seen.add(sha)
-        skips = [s for s in skips if s.sha256 not in self._known and s.sha256 not in seen]
-        if not keep and not skips:
+        new_skips = self._new_skips(skips, seen)
+        if not keep and not new_skips:
             return None
         kept_hashes = [hashes[i] for i in keep]
         record = None
@@ -381,14 +381,57 @@ class StoreWriter:
                     self.fingerprint,
                     self.compression,
                 )
-            known_skips = {s.sha256 for s in self.state.skipped}
-            new_skips = tuple(s for s in skips if s.sha256 not in known_skips)
             shards = self.state.shards + ((record,) if record else ())
             self._publish(
                 replace(self.state, shards=shards, skipped=self.state.skipped + new_skips)
             )
         self._known.update(kept_hashes)
         return record
+
+    def _new_skips(self, skips: Iterable[SkipRecord], arriving: set[str]) -> tuple[SkipRecord, ...]:
+        """Skip records not yet known, for images that have no codes and get none now."""
+        recorded = {s.sha256 for s in self.state.skipped} if self.state else set()
+        fresh: dict[str, SkipRecord] = {}
+        for skip in skips:
+            sha = skip.sha256
+            if sha not in self._known and sha not in arriving and sha not in recorded:
+                fresh.setdefault(sha, skip)
+        return tuple(fresh.values())
+
+    def commit_shards(
+        self, records: Sequence[ShardRecord], skips: Iterable[SkipRecord] = ()
+    ) -> int:
+        """Index shards that other processes wrote (Dask workers) in one atomic commit.
+
+        Each file must match its record's SHA-256 and add only new hashes; a shard that
+        would duplicate indexed rows is deleted instead. Returns the number of rows added.
+        """
+        assert self.state is not None, "open() the writer first"
+        accepted: list[ShardRecord] = []
+        arriving: set[str] = set()
+        for record in records:
+            path = self.root / SHARD_DIR / record.name
+            hashes = read_shard_hashes(path)
+            clash = self._known.intersection(hashes) or arriving.intersection(hashes)
+            if clash or file_sha256(path) != record.sha256 or len(set(hashes)) != len(hashes):
+                path.unlink(missing_ok=True)
+                self.log(f"store: refused {record.name}: duplicate rows or checksum mismatch")
+                continue
+            accepted.append(record)
+            arriving.update(hashes)
+        new_skips = self._new_skips(skips, arriving)
+        if not accepted and not new_skips:
+            return 0
+        with _disk_full_is(f"disk full while indexing shards in {self.root}; rerun to adopt"):
+            self._publish(
+                replace(
+                    self.state,
+                    shards=self.state.shards + tuple(accepted),
+                    skipped=self.state.skipped + new_skips,
+                )
+            )
+        self._known.update(arriving)
+        return len(arriving)
 
     def replace_shards(
         self, removed: Sequence[str], added: Sequence[ShardRecord], drop_skips: Iterable[str] = ()
