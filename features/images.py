@@ -3,19 +3,29 @@
 Each decision here changes the codes, so each one is deliberate and tested:
 
 - the format comes from the bytes, never the extension (a PNG named ``.jpg`` is a PNG);
-- EXIF orientation is applied, so a phone photo looks as its owner saw it;
-- an animated image contributes its first frame;
-- CMYK, L, P, 1 and YCbCr go through Pillow's ``convert("RGB")`` (no ICC colour management);
+- EXIF orientation is applied, so a phone photo looks as its owner saw it: a JPEG tagged
+  orientation 6 decodes to the same pixels as a copy that was physically rotated;
+- an animated image (GIF, APNG, WebP) and a multi-page TIFF contribute their first frame;
+- CMYK, L, P, 1, YCbCr and LAB go through Pillow's ``convert("RGB")`` (no ICC colour
+  management: embedded profiles are ignored, the same way for every file);
 - anything with an alpha channel (RGBA, LA, PA, or a palette with a transparent index) is
   composited onto the fixed background :data:`BACKGROUND`, so transparent pixels do not
   turn into whatever colour the encoder left under them;
-- 16-bit greyscale (I;16 and friends) is scaled to 8 bits by ``/ 257`` (65535 -> 255),
-  never clipped, so a 16-bit scan keeps its contrast;
+- 16-bit greyscale (I;16 and friends) is scaled to 8 bits by ``/ 257`` and rounded
+  (65535 -> 255, 32896 -> 128), never clipped, so a 16-bit scan keeps its contrast;
 - 32-bit integer ("I") images are read as 16-bit data (Pillow's mode for many 16-bit PNGs)
   and scaled the same way; float ("F") images are clipped to 0..255.
 
-Bad files raise :class:`ImageRejected` with a reason from :data:`SKIP_REASONS`; callers
-record the reason, they never substitute another image.
+Limits (``data.limits`` in params.yaml) are checked from the header, before any pixel is
+decoded: more than ``max_pixels`` pixels is a ``decompression_bomb``; a shorter side below
+``min_side`` is ``too_small``. A 4000x8 strip is therefore too small at the default
+``min_side: 16``: after the resize to the network's input, its centre crop would be a
+smear of 8 source rows, and resizing it (to 128,000 x 256 pixels at ``resize: 256``)
+would cost about 100 MB for nothing.
+
+Bad files raise :class:`ImageRejected` with a reason from :data:`SKIP_REASONS`, and
+nothing else: Pillow's plugins raise many exception types on malformed input, and one bad
+file must never stop a run. Callers record the reason; they never substitute another image.
 """
 
 from __future__ import annotations
@@ -62,7 +72,8 @@ class ImageLimits:
     """Size limits an image must meet before it is decoded in full."""
 
     min_side: int = field(default=16, metadata={"min": 1})  # below this: no signal left
-    max_pixels: int = field(default=89_478_485, metadata={"min": 1})  # Pillow's bomb limit
+    # Pillow's warning threshold; Pillow itself refuses to open anything over twice that.
+    max_pixels: int = field(default=89_478_485, metadata={"min": 1, "max": 2 * 89_478_485})
 
 
 class ImageRejected(Exception):
@@ -103,34 +114,41 @@ def _open(source: Path | bytes, limits: ImageLimits) -> Image.Image:
         raise ImageRejected("decompression_bomb", str(error)) from error
     except UnidentifiedImageError as error:
         raise ImageRejected("not_an_image", "bytes are not a format Pillow can read") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # any plugin failure on hostile bytes is this file's problem
         raise ImageRejected("corrupt", f"{type(error).__name__}: {error}") from error
     width, height = image.size
     if width * height > limits.max_pixels:
         image.close()
         raise ImageRejected(
             "decompression_bomb",
-            f"{width}x{height} = {width * height} pixels > data.max_pixels={limits.max_pixels}",
+            f"{width}x{height} = {width * height} pixels > "
+            f"data.limits.max_pixels={limits.max_pixels}",
         )
     if min(width, height) < limits.min_side:
         image.close()
         raise ImageRejected(
-            "too_small", f"{width}x{height}: shorter side < data.min_side={limits.min_side}"
+            "too_small",
+            f"{width}x{height}: shorter side < data.limits.min_side={limits.min_side}",
         )
     return image
 
 
-def _load(image: Image.Image) -> None:
-    """Decode every pixel now, so truncation is found here and not mid-batch."""
+def _decode(image: Image.Image) -> Image.Image:
+    """Decode every pixel of the first frame now, orient it and convert it to RGB.
+
+    Everything that can fail on bad bytes happens here, so truncation or a broken EXIF
+    block is found when ``prepare`` validates, not mid-batch.
+    """
     try:
         image.seek(0)
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        return to_rgb(ImageOps.exif_transpose(image))
+    except Exception as error:  # Pillow raises OSError, SyntaxError, struct.error, ...
         raise ImageRejected("corrupt", f"{type(error).__name__}: {error}") from error
 
 
 def probe_image(source: Path | bytes, limits: ImageLimits) -> ProbeResult:
-    """Validate an image fully (every byte decoded) as cheaply as possible.
+    """Validate an image as :func:`decode_rgb` would read it, as cheaply as possible.
 
     JPEGs are decoded in draft mode at 1/8 scale: the whole entropy-coded stream is still
     read, so a truncated download is caught at a fraction of the cost of a full decode.
@@ -145,7 +163,7 @@ def probe_image(source: Path | bytes, limits: ImageLimits) -> ProbeResult:
         )
         if image.format == "JPEG":
             image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-        _load(image)
+        _decode(image)
         return info
 
 
@@ -194,9 +212,4 @@ def decode_rgb(
     with _open(source, limits) as image:
         if short_side is not None and image.format == "JPEG":
             image.draft("RGB", _draft_size(image.width, image.height, short_side))
-        _load(image)
-        try:
-            oriented = ImageOps.exif_transpose(image)
-        except (OSError, SyntaxError, ValueError, TypeError) as error:
-            raise ImageRejected("corrupt", f"bad EXIF block: {error}") from error
-        return to_rgb(oriented)
+        return _decode(image)
