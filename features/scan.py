@@ -1,20 +1,31 @@
 """Walk a dataset folder and put every file in exactly one bucket: used, ignored or skipped.
 
 Layouts: ``<root>/<class>/...`` or ``<root>/{train,val,test}/<class>/...``; files nested
-deeper inside a class folder belong to that class. Symlinks are followed only while they
-stay inside the root, and a directory is entered at most once, so loops cannot hang the
-walk. Every candidate image is hashed and fully decoded here, before any batch runs, so a
-bad file is a recorded skip and never a crash hours into extraction.
+deeper inside a class folder belong to that class.
+
+Symlinks: a link to a file inside the root is followed (its bytes are hashed like any
+file's, so a link to an image of another class is a label conflict); a link that leaves
+the root is never followed and is skipped as ``outside_root``. Links to folders are never
+followed: one inside the root is an alias of a folder the walk reaches by its real path
+anyway (``ignored`` as ``folder_symlink``), one that points at its own ancestor, or at
+itself, is a ``symlink_loop``. The walk therefore visits each real folder once, in an
+order that does not depend on link names, and cannot loop. Only regular files are ever
+opened: a FIFO named ``.jpg`` would block the scan forever.
+
+Every candidate image is hashed and fully decoded here, before any batch runs, so a bad
+file is a recorded skip and never a crash hours into extraction.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import PIL
 from joblib import Parallel, delayed
 
 from features.errors import UserError
@@ -46,7 +57,8 @@ IMAGE_EXTENSIONS = frozenset(
         ".pbm",
     }
 )
-SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r", "ehthumbs.db"})
+# Lower-cased names of files and folders that operating systems and archivers leave behind.
+SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini", "icon\r", "ehthumbs.db", "__macosx"})
 SPLITS = ("train", "val", "test")
 
 USED, IGNORED, SKIPPED = "used", "ignored", "skipped"
@@ -76,22 +88,74 @@ class _Candidate:
 class ScanCache:
     """Validation verdicts by content hash, so reruns neither re-decode nor change their mind.
 
-    A file that was skipped stays skipped until its bytes (hence its hash) change.
+    A verdict depends on the bytes, the limits and the decoder, so it is keyed by all
+    three: a file that was skipped stays skipped until its bytes (hence its hash) change.
+    Only verdicts looked up in this run are saved, so the cache never outgrows the data.
+    Bump :attr:`FORMAT` whenever the validation rules change, to drop stale verdicts.
     """
 
+    FORMAT = 2
+    DECODER = f"Pillow {PIL.__version__}"
+
     def __init__(self, entries: dict[str, dict[str, str]] | None = None) -> None:
-        self.entries = entries or {}
+        self.entries = dict(entries or {})
+        self._used: set[str] = set()
+
+    @staticmethod
+    def _key(sha256: str, limits: ImageLimits) -> str:
+        return f"{sha256}:{limits.min_side}:{limits.max_pixels}"
 
     def get(self, sha256: str, limits: ImageLimits) -> dict[str, str] | None:
-        return self.entries.get(f"{sha256}:{limits.min_side}:{limits.max_pixels}")
+        key = self._key(sha256, limits)
+        self._used.add(key)
+        return self.entries.get(key)
 
     def put(self, sha256: str, limits: ImageLimits, verdict: dict[str, str]) -> None:
-        self.entries[f"{sha256}:{limits.min_side}:{limits.max_pixels}"] = verdict
+        key = self._key(sha256, limits)
+        self._used.add(key)
+        self.entries[key] = verdict
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format": self.FORMAT,
+            "decoder": self.DECODER,
+            "entries": {key: self.entries[key] for key in sorted(self._used & set(self.entries))},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ScanCache:
+        """The cache saved by :meth:`to_json`; empty when it is stale or malformed."""
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != cls.FORMAT
+            or data.get("decoder") != cls.DECODER
+            or not isinstance(data.get("entries"), dict)
+        ):
+            return cls()
+        entries = {
+            key: verdict
+            for key, verdict in data["entries"].items()
+            if isinstance(verdict, dict) and {"reason", "detail"} <= set(verdict)
+        }
+        return cls(entries)
+
+
+def _is_hidden_or_system(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def _real_folders(parent: Path) -> list[os.DirEntry]:
+    """Sub-folders that are neither hidden, system nor symlinks (which are never entered)."""
+    return [
+        entry
+        for entry in os.scandir(parent)
+        if entry.is_dir(follow_symlinks=False) and not _is_hidden_or_system(entry.name)
+    ]
 
 
 def detect_layout(root: Path) -> bool:
     """True when ``root`` holds predefined ``train``/``val``/``test`` folders."""
-    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    folders = {entry.name for entry in _real_folders(root)}
     return bool(folders) and "train" in folders and folders <= set(SPLITS)
 
 
@@ -100,60 +164,71 @@ def class_folders(root: Path, predefined: bool) -> set[str]:
     parents = (
         [root / split for split in SPLITS if (root / split).is_dir()] if predefined else [root]
     )
-    return {
-        child.name
-        for parent in parents
-        for child in parent.iterdir()
-        if child.is_dir() and not _is_hidden_or_system(child.name)
-    }
+    names = {entry.name for parent in parents for entry in _real_folders(parent)}
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            raise UserError(
+                f"class folder '{shown}' under {root} has a name that is not valid UTF-8; "
+                f"rename it (class names are written to UTF-8 reports and models)"
+            ) from None
+    return names
 
 
-def _is_hidden_or_system(name: str) -> bool:
-    return name.startswith(".") or name.lower() in SYSTEM_FILES
+def _symlink_problem(path: Path, real_root: Path) -> str:
+    """'' for a link to a regular file inside the root, else ``bucket:reason:detail``."""
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return f"{SKIPPED}:symlink_loop:symlink resolves to itself"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"{SKIPPED}:symlink_loop:{error.strerror}"
+        return f"{SKIPPED}:unreadable:broken symlink ({error.strerror})"
+    if not target.is_relative_to(real_root):
+        return f"{SKIPPED}:outside_root:symlink leads outside data.root; not followed"
+    if target.is_dir():
+        if path.parent.resolve().is_relative_to(target):
+            return f"{SKIPPED}:symlink_loop:symlink to a folder that contains it; not followed"
+        shown = target.relative_to(real_root).as_posix()
+        return f"{IGNORED}:folder_symlink:alias of {shown}/, which is scanned where it lives"
+    return ""
 
 
-def _walk(root: Path) -> Iterator[tuple[str, Path | None, str]]:
-    """Yield ``(relative, path, problem)``: a path to classify, or None with a skip reason."""
+def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
+    """Yield ``(relative, path, problem)`` for every non-folder entry under ``root``.
+
+    ``problem`` is ``bucket:reason:detail`` for an entry that must not be opened, or ''.
+    """
     real_root = root.resolve()
-    seen_dirs = {os.stat(real_root).st_ino}
+    seen = {(os.stat(real_root).st_dev, os.stat(real_root).st_ino)}  # bind mounts can loop
     stack = [(root, "")]
     while stack:
         directory, prefix = stack.pop()
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as error:
-            yield prefix.rstrip("/") or ".", None, f"unreadable:{error.strerror}"
+            where = prefix.rstrip("/") or "."
+            yield where, directory, f"{SKIPPED}:unreadable:folder: {error.strerror}"
             continue
         for entry in entries:
-            relative = f"{prefix}{entry.name}"
-            path = Path(entry.path)
+            relative, path = f"{prefix}{entry.name}", Path(entry.path)
             if entry.is_symlink():
-                try:
-                    target = path.resolve(strict=True)
-                except RuntimeError:
-                    yield relative, None, "symlink_loop:symlink resolves to itself"
+                problem = _symlink_problem(path, real_root)
+                if problem:
+                    yield relative, path, problem
                     continue
-                except OSError as error:
-                    reason = "symlink_loop" if error.errno == 40 else "unreadable"
-                    yield relative, None, f"{reason}:{error.strerror}"
+            elif entry.is_dir(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                if (stat.st_dev, stat.st_ino) in seen:
+                    yield relative, path, f"{SKIPPED}:symlink_loop:folder already visited"
                     continue
-                if not target.is_relative_to(real_root):
-                    yield relative, None, "outside_root:symlink points outside data.root"
-                    continue
-            try:
-                is_dir = entry.is_dir()
-            except OSError as error:
-                yield relative, None, f"unreadable:{error.strerror}"
-                continue
-            if is_dir:
-                inode = os.stat(path).st_ino
-                if inode in seen_dirs:
-                    yield relative, None, "symlink_loop:directory already visited"
-                    continue
-                seen_dirs.add(inode)
+                seen.add((stat.st_dev, stat.st_ino))
                 stack.append((path, relative + "/"))
-            else:
-                yield relative, path, ""
+                continue
+            yield relative, path, ""
 
 
 def _hash(path: Path) -> str:
@@ -166,6 +241,13 @@ def _hash(path: Path) -> str:
 
 def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome:
     base = FileOutcome(candidate.relative, USED, label=candidate.label, split=candidate.split)
+    if not candidate.path.is_file():
+        return replace(
+            base,
+            bucket=SKIPPED,
+            reason="unreadable",
+            detail="not a regular file (a FIFO, socket or device); never opened",
+        )
     try:
         sha = _hash(candidate.path)
     except OSError as error:
@@ -211,12 +293,10 @@ def scan_dataset(
     outcomes: list[FileOutcome] = []
     candidates: list[_Candidate] = []
     for relative, path, problem in _walk(root):
-        if path is None:
-            reason, _, detail = problem.partition(":")
-            outcomes.append(FileOutcome(relative, SKIPPED, reason, detail))
-            continue
-        name = path.name
-        if any(_is_hidden_or_system(part) for part in relative.split("/")):
+        if problem:
+            bucket, reason, detail = problem.split(":", 2)
+            outcomes.append(FileOutcome(relative, bucket, reason, detail))
+        elif any(_is_hidden_or_system(part) for part in relative.split("/")):
             outcomes.append(FileOutcome(relative, IGNORED, "hidden_or_system"))
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             outcomes.append(
@@ -231,7 +311,7 @@ def scan_dataset(
             where = "a split's class folder" if predefined else "a class folder"
             outcomes.append(
                 FileOutcome(
-                    relative, IGNORED, "outside_class_folder", f"{name} is not inside {where}"
+                    relative, IGNORED, "outside_class_folder", f"{path.name} is not inside {where}"
                 )
             )
         else:

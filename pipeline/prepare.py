@@ -15,12 +15,11 @@ from pipeline.params import load_params
 
 
 def _load_cache(path: Path) -> ScanCache:
-    if not path.is_file():
-        return ScanCache()
+    """Verdicts of earlier runs, so skips stay stable; a damaged cache costs a re-validation."""
     try:
-        return ScanCache(json.loads(path.read_text()))
-    except json.JSONDecodeError:
-        return ScanCache()  # a damaged cache only costs a re-validation
+        return ScanCache.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return ScanCache()
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -49,8 +48,9 @@ def main(argv: Sequence[str]) -> None:
     write_manifest(args.manifest, rows)
     write_files_csv(args.files, outcomes)
     _write_json(args.report, asdict(report))
-    _write_json(args.cache, cache.entries)
+    _write_json(args.cache, cache.to_json())
     print(report.summary())
+    print(f"  every file and its bucket: {args.files}; report: {args.report}")
 
 
 if __name__ == "__main__":
