@@ -4,6 +4,12 @@ Identity is content: byte-identical files are one image, computed once. The same
 filed under two labels cannot be right for both, so every copy is skipped as a
 ``label_conflict`` and reported. Without predefined folders the split comes from a salted
 hash of the content, so adding images never moves an existing image between splits.
+
+Paths in the manifest and the per-file report are relative POSIX paths under
+``data.root``, never absolute and never with ``..``: both are checked when written and
+when read, so a hand-edited manifest cannot send extraction outside the data. File names
+that are not valid UTF-8 (an old archive's Latin-1 names) round-trip through the CSVs
+as Python's surrogate escapes, so such files still work.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from features.errors import UserError
 from features.scan import SKIPPED, SPLITS, USED, FileOutcome, class_folders
@@ -204,10 +210,23 @@ def build_manifest(
     return rows, outcomes, report
 
 
+def _check_relative(path: str, where: Path) -> None:
+    """Refuse a path that could name a file outside ``data.root``."""
+    posix = PurePosixPath(path)
+    if not path or posix.is_absolute() or ".." in posix.parts:
+        raise UserError(
+            f"{where}: path {path!r} is not relative to data.root (absolute or with '..'); "
+            f"rerun the prepare stage instead of editing the file"
+        )
+
+
 def _write_csv(path: Path, header: Sequence[str], records: Iterable[dict[str, str]]) -> None:
+    records = list(records)
+    for record in records:
+        _check_relative(record["path"], path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(header))
         writer.writeheader()
         writer.writerows(records)
@@ -219,15 +238,19 @@ def write_manifest(path: Path, rows: Sequence[ManifestRow]) -> None:
 
 
 def write_files_csv(path: Path, outcomes: Sequence[FileOutcome]) -> None:
+    """Every file under the root with its bucket, reason and detail: the per-file report."""
     _write_csv(path, [f.name for f in fields(FileOutcome)], (asdict(o) for o in outcomes))
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
     if not Path(path).is_file():
         raise UserError(f"manifest {path} does not exist: run the prepare stage first")
-    with open(path, newline="", encoding="utf-8") as stream:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
         reader = csv.DictReader(stream)
         expected = [f.name for f in fields(ManifestRow)]
         if reader.fieldnames != expected:
             raise UserError(f"{path} has columns {reader.fieldnames}, expected {expected}")
-        return [ManifestRow(**record) for record in reader]
+        rows = [ManifestRow(**record) for record in reader]
+    for row in rows:
+        _check_relative(row.path, path)
+    return rows
