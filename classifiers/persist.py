@@ -1,14 +1,18 @@
 """Save and load heads: a joblib file plus a JSON sidecar that vouches for it.
 
 A joblib file is a pickle, and unpickling runs code: **only load heads you trust**. The
-sidecar records the SHA-256 of the joblib bytes and is checked *before* unpickling, so a
-file that was swapped or tampered with after training is refused, not executed. The
-sidecar also carries the store fingerprint, so a head is never applied to codes computed
-another way.
+sidecar records the SHA-256 of the joblib bytes and is checked *before* unpickling, on the
+very bytes that are then unpickled, so a file that was swapped or tampered with after
+training is refused, not executed. The check proves the file is the one training wrote
+next to that sidecar; it cannot stop someone who can rewrite both files, which is why
+the models folder must be as trusted as the code. The sidecar also carries the store
+fingerprint, so a head is never applied to codes computed another way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import time
@@ -93,7 +97,8 @@ def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline
         sidecar = HeadSidecar(**json.loads(meta.read_text()))
     except (json.JSONDecodeError, TypeError) as error:
         raise HeadError(f"sidecar {meta} is unreadable: {error}") from error
-    actual = file_sha256(path)
+    data = path.read_bytes()  # checked and unpickled from the same bytes: no swap in between
+    actual = hashlib.sha256(data).hexdigest()
     if actual != sidecar.sha256:
         raise HeadError(
             f"refused to load {path}: its SHA-256 {actual[:16]}... does not match the sidecar "
@@ -101,4 +106,4 @@ def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline
         )
     if expected is not None:
         Fingerprint.from_json(sidecar.fingerprint).require_same(expected, f"head {path}")
-    return joblib.load(path), sidecar
+    return joblib.load(io.BytesIO(data)), sidecar

@@ -47,8 +47,16 @@ def unpack_archive(archive: Path, destination: Path) -> None:
     """
     staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".unpack-"))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+        except tarfile.FilterError as error:
+            raise DownloadError(
+                f"refused to unpack {archive}: {error} (a member would land outside the "
+                f"destination, or is a device or unsafe link)"
+            ) from error
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise DownloadError(f"cannot unpack {archive}: {error}") from error
         entries = [p for p in staging.iterdir() if not p.name.startswith(".")]
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging
         if destination.exists():

@@ -69,13 +69,17 @@ def _download(spec: BackboneSpec, target: Path) -> None:
         partial.unlink(missing_ok=True)
         raise WeightsError(
             f"cannot download the ImageNet weights for {spec.name} "
-            f"({checkpoint.size / 1e6:.0f} MB) from {checkpoint.url}: {error}.\n"
-            f"  This machine looks offline. Either download that file elsewhere and copy it to\n"
-            f"    {target}\n"
-            f"  (SHA-256 {checkpoint.sha256}), or set extract.weights to the path of a local\n"
-            f"  state-dict file, or use extract.weights: random for a pipeline smoke test\n"
-            f"  (random-weight codes carry no transferable features)."
+            f"({checkpoint.size / 1e6:.0f} MB) from {checkpoint.url}: {error}. "
+            f"This machine looks offline. Either download that file elsewhere and copy it "
+            f"to {target} (SHA-256 {checkpoint.sha256}), or set extract.weights to the path "
+            f"of a local state-dict file, or use extract.weights: random for a pipeline "
+            f"smoke test (random-weight codes carry no transferable features)."
         ) from error
+    try:
+        _verified(partial, checkpoint.sha256, "downloaded checkpoint")
+    except WeightsError:
+        partial.unlink(missing_ok=True)  # never leave a bad download where a load would find it
+        raise
     partial.replace(target)
 
 
@@ -89,14 +93,21 @@ def _verified(path: Path, expected: str | None, what: str) -> str:
     return actual
 
 
+def _refusal_reason(error: Exception) -> str:
+    """The line of torch's message that names the forbidden object, not its advice to
+    retry with ``weights_only=False`` (which is exactly what must not be done)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "global" in line.lower()), lines[-1] if lines else "")
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightsError(
             f"refused to load {path}: it contains pickled objects other than tensors, which "
-            f"could run code. Re-save it as a plain state dict: "
-            f"torch.save(model.state_dict(), path). ({error})"
+            f"could run code ({_refusal_reason(error)}). If you trust the file, re-save it "
+            f"as a plain state dict: torch.save(model.state_dict(), path)."
         ) from error
     except (RuntimeError, OSError, EOFError) as error:
         raise WeightsError(f"cannot read weights file {path}: {error}") from error
