@@ -8,14 +8,28 @@ from collections.abc import Callable, Sequence
 
 from features.errors import UserError
 
-__all__ = ["run"]
+__all__ = ["one_line", "run"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 
 
+def one_line(message: str) -> str:
+    """A multi-line message as one line, so logs keep it whole and grep finds it.
+
+    A line ending in ``:`` introduces what follows; other line breaks become ``; ``.
+    """
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    joined = parts[0] if parts else ""
+    for part in parts[1:]:
+        joined += (" " if joined.endswith(":") else "; ") + part
+    return joined
+
+
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
     """Call ``main(argv)`` and exit: 0, 2 for a :class:`UserError`, 130 for Ctrl-C.
+
+    A user error is printed as one line on stderr, ``error: <what and how to fix it>``.
 
     ``--debug`` anywhere on the command line (or ``FEATURE_STORE_DEBUG=1``) re-raises, so
     the full traceback is one flag away.
@@ -33,6 +47,6 @@ def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None 
     except UserError as error:
         if debug:
             raise
-        print(f"error: {error} (--debug shows the traceback)", file=sys.stderr)
+        print(f"error: {one_line(str(error))} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(code or 0)

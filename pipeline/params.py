@@ -1,18 +1,28 @@
-"""params.yaml, loaded and validated in full before any work starts."""
+"""params.yaml, loaded and validated in full before any work starts.
+
+Every stage calls :func:`load_params` first, so a typo fails in a second, not an hour in.
+Each problem names the key, the value given and what is allowed; all problems are
+reported at once. ``python -m pipeline.params [path]`` checks a file without running
+anything.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from classifiers.heads import HEADS, HeadParams
 from features.errors import UserError
 from features.extract import ExtractConfig
 from features.images import ImageLimits
+from pipeline.cli import run
 from pipeline.schema import parse
 
 __all__ = ["HeadEntry", "Params", "ParamsError", "load_params"]
@@ -130,13 +140,20 @@ def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
     return HeadEntry(name, kind, params) if params is not None else None
 
 
-def _check_downloads(downloads: dict[str, DownloadParams], problems: list[str]) -> None:
-    for name, download in downloads.items():
-        digest = download.sha256.lower()
-        if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
-            problems.append(
-                f"downloads.{name}.sha256: got {download.sha256!r}; allowed: 64 hexadecimal digits"
-            )
+def _check_device(value: str, problems: list[str]) -> None:
+    if value == "auto":
+        return
+    try:
+        torch.device(value)
+    except RuntimeError:
+        problems.append(
+            f"extract.device: got {value!r}; allowed: auto, cpu, cuda or cuda:N (a torch device)"
+        )
+
+
+def _check_sha256(key: str, value: str | None, problems: list[str]) -> None:
+    if value is not None and (len(value) != 64 or not set(value.lower()) <= _SHA256_HEX):
+        problems.append(f"{key}: got {value!r}; allowed: 64 hexadecimal digits")
 
 
 def validate(raw: Any, source: str = "params.yaml") -> Params:
@@ -151,7 +168,10 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         if entry is not None:
             heads[str(name)] = entry
     if sections is not None:
-        _check_downloads(sections.downloads, problems)
+        for name, download in sections.downloads.items():
+            _check_sha256(f"downloads.{name}.sha256", download.sha256, problems)
+        _check_sha256("extract.weights_sha256", sections.extract.weights_sha256, problems)
+        _check_device(sections.extract.device, problems)
         preprocessing = sections.extract.preprocessing
         if preprocessing.crop > preprocessing.resize:
             problems.append(
@@ -161,7 +181,9 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
             )
     if problems:
         lines = [p.removeprefix("params.") for p in problems]
-        raise ParamsError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines))
+        if len(lines) == 1:
+            raise ParamsError(f"{source}: {lines[0]}")
+        raise ParamsError(f"{source}: {len(lines)} problems:\n  " + "\n  ".join(lines))
     assert sections is not None
     return Params(
         sections.paths, sections.data, sections.split, sections.extract, sections.downloads, heads
@@ -177,3 +199,15 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from error
     return validate(raw, str(path))
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description="Check params.yaml without running anything.")
+    parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    print(f"{args.params}: ok ({len(params.heads)} heads: {', '.join(params.heads)})")
+
+
+if __name__ == "__main__":
+    run(main)
