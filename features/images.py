@@ -168,9 +168,12 @@ def probe_image(source: Path | bytes, limits: ImageLimits) -> ProbeResult:
 
 
 def _scale_16bit(image: Image.Image) -> Image.Image:
-    pixels = np.asarray(image, dtype=np.float64)
-    scaled = np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, mode="L")
+    """``round(p / 257)`` in integers: exact (p / 257 is never a tie, 257 being odd), and
+    4 bytes a pixel instead of float64's 8 on a scan that may hold 90 million pixels."""
+    wide = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+    wide += 128
+    wide //= 257
+    return Image.fromarray(wide.astype(np.uint8), mode="L")
 
 
 def _composite(image: Image.Image) -> Image.Image:

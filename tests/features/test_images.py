@@ -106,6 +106,13 @@ def test_16_bit_greyscale_is_scaled_by_257_not_clipped():
     assert row.tolist() == [255, 128, 4, 0]
 
 
+def test_32_bit_integer_images_are_read_as_16_bit_data():
+    values = np.array([[-5, 257, 65535, 70000]], dtype=np.int32).repeat(16, axis=0)
+    data = _encode(Image.fromarray(values.repeat(16, axis=1)), "TIFF")
+    assert probe_image(data, LIMITS).mode == "I"
+    assert _pixels(data)[0, ::16, 0].tolist() == [0, 1, 255, 255]
+
+
 def test_animated_gif_uses_its_first_frame():
     frames = [_solid("RGB", colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
