@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from features.images import ImageLimits, ImageRejected, decode_rgb
+from features.images import ImageLimits, ImageRejected, _draft_size, decode_rgb
 from features.preprocess import Preprocessing, resize_crop, to_uint8_chw
 
 __all__ = ["Batch", "DecodedImages", "Failure", "ImageRef", "make_loader"]
@@ -46,15 +46,36 @@ class Failure:
 
 @dataclass
 class Batch:
-    """Decoded pixels for ``hashes`` (row i is image i) plus the images that failed."""
+    """Decoded pixels for ``hashes`` (row i is image i) plus the images that failed.
+
+    With ``raw_jpeg`` loaders, JPEG files travel undecoded for the device to decode: all
+    of a batch's bytes in one tensor (``raw_bytes``, split by ``raw_sizes``), because a
+    DataLoader worker hands each tensor over through its own shared-memory segment: one
+    per batch rather than one per image.
+    """
 
     hashes: list[str]
     pixels: torch.Tensor  # uint8 of shape (len(hashes), 3, crop, crop)
     failures: list[Failure] = field(default_factory=list)
-    raw: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # JPEG bytes for GPU
+    raw_hashes: list[str] = field(default_factory=list)
+    raw_bytes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+    raw_sizes: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.hashes) + len(self.failures) + len(self.raw)
+        return len(self.hashes) + len(self.failures) + len(self.raw_hashes)
+
+    @property
+    def raw(self) -> list[tuple[str, torch.Tensor]]:
+        """``(sha256, JPEG bytes)`` per undecoded image; the tensors are views, not copies."""
+        if not self.raw_hashes:
+            return []
+        return list(zip(self.raw_hashes, torch.split(self.raw_bytes, self.raw_sizes), strict=True))
+
+    def pin_memory(self, device: str | None = None) -> Batch:
+        """Called by the DataLoader's pinning thread: page-locked pixels copy asynchronously."""
+        if self.pixels.numel():
+            self.pixels = self.pixels.pin_memory()
+        return self
 
 
 @dataclass(frozen=True)
@@ -62,11 +83,66 @@ class _Item:
     sha256: str
     pixels: torch.Tensor | None = None
     failure: Failure | None = None
-    raw: torch.Tensor | None = None
+    raw: bytes | None = None  # undecoded JPEG, for the device decoder
 
 
 def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
+    """A JPEG stream ending in its EOI marker.
+
+    nvJPEG is not guaranteed to refuse a truncated stream the way PIL does, so a stream
+    without EOI near its end (truncated, or with trailing data) is decoded by PIL, which
+    rejects truncation. Entropy-coded data cannot contain FF D9.
+    """
+    return data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" in data[-32:]
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xDA)) | {0x01}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding; None if not found."""
+    position = 2
+    end = len(data) - 9
+    while position < end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in _SOF_MARKERS:
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
+def for_device_decoder(data: bytes, preprocessing: Preprocessing) -> bool:
+    """Whether these bytes go to the device JPEG decoder rather than PIL in the worker.
+
+    Complete JPEG streams only, and, with ``jpeg_draft``, only those PIL would decode at
+    full scale: a JPEG at least twice the ``resize`` is decoded by PIL at reduced DCT
+    scale (cheap on the CPU), and the device's full decode plus antialiased resize would
+    give different pixels (several levels on average) under the same fingerprint. With
+    that rule both paths agree to within one level (tests/features/test_gpu_decode.py).
+    """
+    if not _is_jpeg(data):
+        return False
+    if not preprocessing.jpeg_draft:
+        return True
+    size = jpeg_size(data)
+    if size is None or min(size) < 1:
+        return True  # the device decoder tries; anything it refuses falls back to PIL
+    width, height = size
+    wanted_width, wanted_height = _draft_size(width, height, preprocessing.resize)
+    return min(width // wanted_width, height // wanted_height) < 2
 
 
 class DecodedImages(Dataset):
@@ -108,8 +184,8 @@ class DecodedImages(Dataset):
                     permanent=False,
                 ),
             )
-        if self.raw_jpeg and _is_jpeg(data):
-            return _Item(ref.sha256, raw=torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        if self.raw_jpeg and for_device_decoder(data, self.preprocessing):
+            return _Item(ref.sha256, raw=data)
         return decode_item(ref.sha256, data, self.preprocessing, self.limits)
 
 
@@ -132,11 +208,18 @@ def _collate(items: list[_Item]) -> Batch:
         if decoded
         else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
     )
+    raw = [item for item in items if item.raw is not None]
     return Batch(
         hashes=[item.sha256 for item in decoded],
         pixels=pixels,
         failures=[item.failure for item in items if item.failure is not None],
-        raw=[(item.sha256, item.raw) for item in items if item.raw is not None],
+        raw_hashes=[item.sha256 for item in raw],
+        raw_bytes=(
+            torch.frombuffer(bytearray(b"".join(item.raw for item in raw)), dtype=torch.uint8)
+            if raw
+            else torch.empty(0, dtype=torch.uint8)
+        ),
+        raw_sizes=[len(item.raw) for item in raw],
     )
 
 
