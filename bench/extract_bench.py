@@ -43,6 +43,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -976,7 +977,7 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
         "benchmark": "extract" + ("_precision" if args.precision_only else ""),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python bench/extract_bench.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": info,
         "notes": args.note,
         "dataset": {
