@@ -23,11 +23,15 @@ noisy shared machine hurts each alike. Weights are random (seed 0, identical in 
 loops) unless ``--weights`` names real ones: speed does not depend on them, but the head
 accuracies of random-weight codes say nothing about transfer learning.
 
-    python bench/extract_bench.py --device cpu --limit 200
+    python bench/extract_bench.py --device cpu --limit 200          # make bench
+    python bench/extract_bench.py --device cpu --limit 1000 --precision-only
+
+    # GPU machine: carry a 100-per-class subset, build 20,000 distinct JPEGs there
     python bench/extract_bench.py --export-subset .benchdata/flowers --per-class 100
     python bench/extract_bench.py --device cuda --data .benchdata/flowers --replicate 40 \
-        --gpu-decode --compile on
-    python bench/extract_bench.py --device cpu --limit 1000 --precision-only
+        --gpu-decode
+    python bench/extract_bench.py --device cuda --data .benchdata/flowers --replicate 40 \
+        --gpu-decode --compile on --skip-naive --output bench/results/extract_cuda_compiled.json
 
 Results go to ``bench/results/extract_<device>.json`` (and to ``$OUT`` when set). Imports
 stay to torch, torchvision, numpy, h5py, Pillow and scikit-learn (no dask, no dvc), so
@@ -480,7 +484,7 @@ def run_ours(refs, config, limits, store: Path, device: torch.device) -> dict[st
         "precision": report.precision,
         "random_weights": report.random_weights,
         "timings": {name: round(value, 3) for name, value in report.timings.items()},
-        "steady_images_per_s": report.steady_images_per_second,
+        "steady_images_per_s": report.steady_images_per_second or None,  # None: one batch
         "gpu_utilisation": sampler.summary(),
     }
 
@@ -763,8 +767,11 @@ def print_table(result: dict[str, object]) -> None:
         say(f"| {'stage'.ljust(width)} | images/s |")
         say(f"| {'-' * width} | -------: |")
         for name, value in rows:
-            say(f"| {name.ljust(width)} | {value:8.1f} |")
-        say(f"| {'speed-up, end to end vs naive'.ljust(width)} | {r['speedup_vs_naive']:7.2f}x |")
+            shown = "n/a" if value is None else f"{value:8.1f}"
+            say(f"| {name.ljust(width)} | {shown:>8} |")
+        speedup = r["speedup_vs_naive"]
+        shown = "n/a" if speedup is None else f"{speedup:7.2f}x"
+        say(f"| {'speed-up, end to end vs naive'.ljust(width)} | {shown:>8} |")
         say("  per round: " + ", ".join(f"{x:.2f}x" for x in r["speedup_per_round"]))
         say(
             "  model only per round: " + ", ".join(f"{x:.1f}" for x in r["model_only"]["per_round"])
@@ -773,7 +780,7 @@ def print_table(result: dict[str, object]) -> None:
         say(f"  GPU utilisation: naive {gpu['naive']}, ours {gpu['ours']}")
     print_precision(r["precision"])
     for name, target in result["targets"].items():
-        verdict = "met" if target["met"] else "MISSED"
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         say(f"  target {name} >= {target['goal']}: {target['measured']} ({verdict})")
     say(f"  weights: {result['weights']}")
 
@@ -1008,7 +1015,8 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
 
 
 def summarise_runs(naive_runs, ours_runs, precision: str) -> dict[str, object]:
-    naive_rate = rate(naive_runs) if naive_runs else float("nan")
+    naive_rate = rate(naive_runs) if naive_runs else None
+    steady = [r["steady_images_per_s"] for r in ours_runs if r["steady_images_per_s"]]
     ours_rate = rate(ours_runs)
     return {
         "naive": {
@@ -1020,14 +1028,14 @@ def summarise_runs(naive_runs, ours_runs, precision: str) -> dict[str, object]:
         },
         "ours": {
             "images_per_s": ours_rate,
-            "steady_images_per_s": statistics.median(r["steady_images_per_s"] for r in ours_runs),
+            "steady_images_per_s": statistics.median(steady) if steady else None,
             "what": "images_per_s: wall time of the whole extract_codes call (weights, model, "
             "store, loader start, compile if any, every commit); steady_images_per_s: after the "
             "first batch's forward pass, i.e. without setup and compile (median of rounds)",
             "precision": precision,
             "runs": ours_runs,
         },
-        "speedup_vs_naive": ours_rate / naive_rate if naive_runs else float("nan"),
+        "speedup_vs_naive": ours_rate / naive_rate if naive_rate else None,
         "speedup_per_round": [
             (o["images"] / o["seconds"]) / (n["images"] / n["seconds"])
             for n, o in zip(naive_runs, ours_runs, strict=False)
@@ -1045,14 +1053,14 @@ def check_targets(device: torch.device, results: dict[str, object]) -> dict[str,
         "speedup_vs_naive": results["speedup_vs_naive"],
         "model_only": results["model_only"]["images_per_s"],
     }
-    return {
-        name: {
-            "goal": goal,
-            "measured": round(measured[name], 2),
-            "met": bool(measured[name] >= goal),
-        }
-        for name, goal in TARGETS.get(device.type, {}).items()
-    }
+    targets: dict[str, object] = {}
+    for name, goal in TARGETS.get(device.type, {}).items():
+        value = measured[name]
+        if value is None:
+            targets[name] = {"goal": goal, "measured": None, "met": None}
+        else:
+            targets[name] = {"goal": goal, "measured": round(value, 2), "met": value >= goal}
+    return targets
 
 
 if __name__ == "__main__":
