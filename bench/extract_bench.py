@@ -491,8 +491,9 @@ def run_ours(refs, config, limits, store: Path, device: torch.device) -> dict[st
 
 def measure_decode(refs, config, limits, device: torch.device, keep: set[str]):
     """Our loader alone (CPU workers), and the device decode path when asked for."""
-    from features.extract import _prefetch, _prepare, _workers
+    from features.extract import _workers
     from features.loader import make_loader
+    from features.prefetch import prefetch, prepare_batch
 
     workers = _workers(config, device)
     loader = make_loader(
@@ -527,13 +528,13 @@ def measure_decode(refs, config, limits, device: torch.device, keep: set[str]):
         )
 
         def prepare(batch):
-            return _prepare(batch, config.preprocessing, limits, device)
+            return prepare_batch(batch, config.preprocessing, limits, device)
 
         prepare(next(iter(loader)))  # warm-up: nvJPEG handles, CUDA kernels
         _sync(device)
         started = time.perf_counter()
         count = 0
-        for ready in _prefetch(loader, prepare, device):
+        for ready in prefetch(loader, prepare, device):
             count += len(ready.hashes)
         _sync(device)
         seconds = time.perf_counter() - started

@@ -25,14 +25,7 @@ from PIL import Image
 from features.backbones import BACKBONES, build_extractor
 from features.committer import Committer
 from features.encoder import Encoder
-from features.extract import (
-    _drain,
-    _prefetch,
-    _Ready,
-    encode_images,
-    extract_codes,
-    make_fingerprint,
-)
+from features.extract import _drain, encode_images, extract_codes, make_fingerprint
 from features.gpu_decode import _resize_crop_batch, decode_on_device, resize_crop_tensor
 from features.images import ImageLimits
 from features.loader import (
@@ -43,6 +36,7 @@ from features.loader import (
     jpeg_size,
     make_loader,
 )
+from features.prefetch import ReadyBatch, prefetch
 from features.preprocess import Preprocessing
 from features.store import FeatureStore, StoreWriter
 from tests.conftest import LIMITS, refs_for
@@ -190,11 +184,11 @@ def test_prefetch_keeps_order_and_reraises_errors():
         raise OSError("disk went away")
 
     def prepare(number):
-        return _Ready([str(number)], torch.zeros(0), [], 1)
+        return ReadyBatch([str(number)], torch.zeros(0), [], 1)
 
     seen = []
     with pytest.raises(OSError, match="disk went away"):
-        for ready in _prefetch(batches(), prepare, CPU):
+        for ready in prefetch(batches(), prepare, CPU):
             seen.append(ready.hashes[0])
     assert seen == ["0", "1", "2"]
 
