@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from features.backbones import BACKBONES, build_extractor, get_backbone
+from features.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
 from features.committer import CommitStats, Committer
 from features.encoder import (
     DTYPES,
@@ -33,15 +34,18 @@ from features.loader import Batch, Failure, ImageRef, decode_item, make_loader
 from features.prefetch import ReadyBatch, prefetch, prepare_batch
 from features.preprocess import Preprocessing
 from features.store import StoreWriter
-from features.weights import resolve_weights
+from features.weights import ResolvedWeights, resolve_weights
 
 __all__ = [
+    "Backend",
     "ExtractConfig",
     "ExtractReport",
     "encode_images",
     "extract_codes",
     "make_fingerprint",
+    "open_run",
     "random_weights_banner",
+    "resolve_backend",
 ]
 
 
@@ -99,6 +103,15 @@ class ExtractReport:
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
+    def record(self, rows: int, skipped: int, retry: Sequence[Failure]) -> None:
+        """Add what a drain (or a Dask partition) committed."""
+        self.computed += rows
+        self.skipped += skipped
+        self.retry_later += len(retry)
+        self.failures.extend(
+            {"sha256": f.sha256, "reason": f.reason, "detail": f.detail} for f in retry
+        )
+
     def summary(self) -> str:
         weights = "RANDOM WEIGHTS" if self.random_weights else self.fingerprint.weights[:19]
         return (
@@ -151,6 +164,82 @@ def _compile_batch(config: ExtractConfig, device: torch.device, pending: int) ->
     return config.batch_size if wanted else None
 
 
+@dataclass(frozen=True)
+class Backend:
+    """What a run computes with, resolved once: network, device, precision and weights."""
+
+    spec: BackboneSpec
+    device: torch.device
+    precision: str
+    weights: ResolvedWeights
+    fingerprint: Fingerprint
+
+    def encoder(self, config: ExtractConfig, compile_batch: int | None = None) -> Encoder:
+        extractor = build_extractor(self.spec, self.weights.state_dict, config.seed)
+        return Encoder(
+            extractor,
+            config.preprocessing,
+            self.device,
+            self.precision,
+            config.dtype,
+            config.channels_last,
+            compile_batch,
+        )
+
+
+def resolve_backend(config: ExtractConfig) -> Backend:
+    """Fetch and verify weights, pick device and precision, and fingerprint the result."""
+    spec = get_backbone(config.backbone)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
+    fingerprint = make_fingerprint(config, weights.identity, precision)
+    return Backend(spec, device, precision, weights, fingerprint)
+
+
+@dataclass
+class Run:
+    """A locked store, the images it still lacks, and the report being filled in."""
+
+    writer: StoreWriter
+    pending: list[ImageRef]
+    report: ExtractReport
+
+
+@contextmanager
+def open_run(
+    refs: Sequence[ImageRef],
+    store_root: Path,
+    config: ExtractConfig,
+    backend: Backend,
+    log: Callable[[str], None],
+) -> Iterator[Run]:
+    """Take the writer lock and work out what is pending; times the run on exit."""
+    started = time.perf_counter()
+    if backend.weights.is_random:
+        log(random_weights_banner(backend.weights.identity))
+    unique = list({ref.sha256: ref for ref in reversed(refs)}.values())[::-1]
+    with StoreWriter(store_root, backend.fingerprint, config.compression, log=log) as writer:
+        known, skipped = writer.known, writer.skipped
+        pending = [ref for ref in unique if ref.sha256 not in known and ref.sha256 not in skipped]
+        report = ExtractReport(
+            images=len(unique),
+            reused=sum(ref.sha256 in known for ref in unique),
+            computed=0,
+            skipped=sum(ref.sha256 in skipped for ref in unique),
+            retry_later=0,
+            seconds=0.0,
+            device=str(backend.device),
+            precision=backend.precision,
+            random_weights=backend.weights.is_random,
+            fingerprint=backend.fingerprint,
+        )
+        try:
+            yield Run(writer, pending, report)
+        finally:
+            report.seconds = time.perf_counter() - started
+
+
 def extract_codes(
     refs: Sequence[ImageRef],
     store_root: Path,
@@ -161,41 +250,14 @@ def extract_codes(
 ) -> ExtractReport:
     """Compute codes for every image in ``refs`` that the store does not hold yet."""
     started = time.perf_counter()
-    spec = get_backbone(config.backbone)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
-    if weights.is_random:
-        log(random_weights_banner(weights.identity))
-    fingerprint = make_fingerprint(config, weights.identity, precision)
-    unique = list({ref.sha256: ref for ref in reversed(refs)}.values())[::-1]
-    with StoreWriter(store_root, fingerprint, config.compression, log=log) as writer:
-        known, skipped = writer.known, writer.skipped
-        pending = [ref for ref in unique if ref.sha256 not in known and ref.sha256 not in skipped]
-        report = ExtractReport(
-            images=len(unique),
-            reused=sum(ref.sha256 in known for ref in unique),
-            computed=0,
-            skipped=sum(ref.sha256 in skipped for ref in unique),
-            retry_later=0,
-            seconds=0.0,
-            device=str(device),
-            precision=precision,
-            random_weights=weights.is_random,
-            fingerprint=fingerprint,
-        )
-        if pending:
-            encoder = Encoder(
-                build_extractor(spec, weights.state_dict, config.seed),
-                config.preprocessing,
-                device,
-                precision,
-                config.dtype,
-                config.channels_last,
-                _compile_batch(config, device, len(pending)),
-            )
+    backend = resolve_backend(config)
+    with open_run(refs, store_root, config, backend, log) as run:
+        report = run.report
+        if run.pending:
+            device = backend.device
+            encoder = backend.encoder(config, _compile_batch(config, device, len(run.pending)))
             loader = make_loader(
-                pending,
+                run.pending,
                 config.preprocessing,
                 limits,
                 config.batch_size,
@@ -203,7 +265,7 @@ def extract_codes(
                 pin_memory=device.type == "cuda",
                 raw_jpeg=config.gpu_decode and device.type == "cuda",
             )
-            committer = Committer(writer, config.commit_rows, config.commit_seconds)
+            committer = Committer(run.writer, config.commit_rows, config.commit_seconds)
             report.timings["setup"] = time.perf_counter() - started
             with cpu_allocator_tuned(device):
                 stats = _drain(
@@ -216,14 +278,7 @@ def extract_codes(
                     report.timings,
                 )
             report.warm_rows = stats.rows - int(report.timings.pop("warm_up_rows", 0))
-            report.computed = stats.rows
-            report.skipped += stats.skipped
-            report.retry_later = len(stats.transient_failures)
-            report.failures = [
-                {"sha256": f.sha256, "reason": f.reason, "detail": f.detail}
-                for f in stats.transient_failures
-            ]
-    report.seconds = time.perf_counter() - started
+            report.record(stats.rows, stats.skipped, stats.transient_failures)
     return report
 
 
@@ -280,25 +335,14 @@ def encode_images(
     With ``expected`` set, refuses to compute codes any other way than the fingerprint
     says, since a head applied to differently computed codes gives meaningless answers.
     """
-    spec = get_backbone(config.backbone)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
-    fingerprint = make_fingerprint(config, weights.identity, precision)
+    backend = resolve_backend(config)
     if expected is not None:
-        expected.require_same(fingerprint, "the head's training codes")
+        expected.require_same(backend.fingerprint, "the head's training codes")
     items = [decode_item(sha, data, config.preprocessing, limits) for sha, data in images]
     decoded = [item for item in items if item.pixels is not None]
     failures = [item.failure for item in items if item.failure is not None]
     if not decoded:
         return {}, failures
-    encoder = Encoder(
-        build_extractor(spec, weights.state_dict, config.seed),
-        config.preprocessing,
-        device,
-        precision,
-        config.dtype,
-        config.channels_last,
-    )
+    encoder = backend.encoder(config)
     codes = encoder(torch.stack([item.pixels for item in decoded])).numpy()
     return {item.sha256: row for item, row in zip(decoded, codes, strict=True)}, failures
