@@ -38,6 +38,7 @@ from features.weights import ResolvedWeights, resolve_weights
 
 __all__ = [
     "Backend",
+    "DaskConfig",
     "ExtractConfig",
     "ExtractReport",
     "encode_images",
@@ -47,6 +48,15 @@ __all__ = [
     "random_weights_banner",
     "resolve_backend",
 ]
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """Where extraction scales out to when ``extract.scheduler`` is ``dask``."""
+
+    address: str | None = None  # a running scheduler (tcp://host:8786); None: a local cluster
+    workers: int = field(default=2, metadata={"min": 1})  # processes of the local cluster
+    partition_rows: int = field(default=2048, metadata={"min": 1})  # images per task and shard
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ class ExtractConfig:
     commit_rows: int = field(default=4096, metadata={"min": 1})
     commit_seconds: float = field(default=60.0, metadata={"min_exclusive": 0})  # max loss
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    scheduler: str = field(default="local", metadata={"choices": ("local", "dask")})
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from features.distributed import extract_with_dask
 from features.extract import extract_codes
 from features.loader import ImageRef
 from features.manifest import read_manifest
@@ -26,7 +27,8 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     refs = [ImageRef(row.sha256, args.data / row.path) for row in read_manifest(args.manifest)]
-    report = extract_codes(
+    run_extraction = extract_with_dask if params.extract.scheduler == "dask" else extract_codes
+    report = run_extraction(
         refs, args.store, params.extract, params.data.limits, progress=not args.no_progress
     )
     summary = asdict(report)

@@ -1,0 +1,182 @@
+"""Scale-out: extract partitions on Dask workers, each writing one immutable shard.
+
+Shards need no lock: each is written under a temporary name and renamed complete, so any
+number of workers write into the store at once. The coordinator holds the writer lock and
+indexes each finished shard in one atomic commit as it arrives. If the coordinator dies,
+the next writer adopts every complete shard a worker left behind, so no finished partition
+is computed twice. Each worker recomputes the fingerprint from its own torch, weights and
+settings and refuses to write if it differs from the coordinator's: a heterogeneous
+cluster cannot silently mix codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from features.encoder import Encoder, cpu_allocator_tuned
+from features.extract import (
+    Backend,
+    DaskConfig,
+    ExtractConfig,
+    ExtractReport,
+    open_run,
+    resolve_backend,
+)
+from features.fingerprint import Fingerprint
+from features.images import ImageLimits
+from features.loader import Failure, ImageRef, make_loader
+from features.prefetch import prepare_batch
+from features.shards import SHARD_DIR, ShardRecord, SkipRecord, write_shard
+
+__all__ = ["PartitionResult", "extract_partition", "extract_with_dask"]
+
+_WORKER_STATE: dict[str, tuple[Backend, Encoder]] = {}  # per worker process, by settings
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """One task's output: its shard (not yet indexed) and the images it could not use."""
+
+    record: ShardRecord | None
+    skips: tuple[SkipRecord, ...]
+    retry: tuple[Failure, ...]
+    seconds: float
+
+
+def _worker_encoder(config: ExtractConfig, expected: Fingerprint) -> tuple[Backend, Encoder]:
+    """Build the network once per worker process and check it computes what we expect."""
+    key = repr(config)
+    if key not in _WORKER_STATE:
+        backend = resolve_backend(config)
+        _WORKER_STATE[key] = backend, backend.encoder(config)
+    backend, encoder = _WORKER_STATE[key]
+    expected.require_same(backend.fingerprint, "codes this Dask worker would compute")
+    return backend, encoder
+
+
+def extract_partition(
+    refs: Sequence[ImageRef],
+    store_root: str,
+    config: ExtractConfig,
+    limits: ImageLimits,
+    expected: Fingerprint,
+    threads: int | None = None,
+) -> PartitionResult:
+    """Runs on a worker: decode, encode and write one shard for ``refs``."""
+    started = time.perf_counter()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    backend, encoder = _worker_encoder(config, expected)
+    loader = make_loader(
+        refs,
+        config.preprocessing,
+        limits,
+        config.batch_size,
+        num_workers=0,
+        pin_memory=backend.device.type == "cuda",
+        raw_jpeg=config.gpu_decode and backend.device.type == "cuda",
+    )
+    hashes: list[str] = []
+    blocks: list[np.ndarray] = []
+    failures: list[Failure] = []
+    with cpu_allocator_tuned(backend.device):
+        for batch in loader:
+            ready = prepare_batch(batch, config.preprocessing, limits, backend.device)
+            failures.extend(ready.failures)
+            if ready.hashes:
+                hashes.extend(ready.hashes)
+                blocks.append(encoder(ready.pixels).numpy())
+    record = None
+    if hashes:
+        record = write_shard(
+            Path(store_root) / SHARD_DIR,
+            hashes,
+            np.concatenate(blocks),
+            expected,
+            config.compression,
+        )
+    return PartitionResult(
+        record=record,
+        skips=tuple(SkipRecord(f.sha256, f.reason, f.detail) for f in failures if f.permanent),
+        retry=tuple(f for f in failures if not f.permanent),
+        seconds=time.perf_counter() - started,
+    )
+
+
+@contextmanager
+def _client(options: DaskConfig) -> Iterator[object]:
+    from distributed import Client, LocalCluster
+
+    if options.address is not None:
+        with Client(options.address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def extract_with_dask(
+    refs: Sequence[ImageRef],
+    store_root: Path,
+    config: ExtractConfig,
+    limits: ImageLimits,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExtractReport:
+    """Like :func:`features.extract.extract_codes`, with one Dask task per partition."""
+    from distributed import as_completed
+
+    options = config.dask
+    backend = resolve_backend(config)
+    with open_run(refs, store_root, config, backend, log) as run:
+        pending, size = run.pending, options.partition_rows
+        partitions = [pending[start : start + size] for start in range(0, len(pending), size)]
+        if not partitions:
+            return run.report
+        local_threads = (
+            max(1, (os.cpu_count() or 1) // options.workers) if options.address is None else None
+        )
+        bar = tqdm(total=len(pending), unit="img", disable=not progress, desc="extract (dask)")
+        with _client(options) as client:
+            futures = client.map(
+                extract_partition,
+                partitions,
+                store_root=str(store_root),
+                config=config,
+                limits=limits,
+                expected=backend.fingerprint,
+                threads=local_threads,
+                pure=False,
+            )
+            sizes = {
+                future.key: len(part) for future, part in zip(futures, partitions, strict=True)
+            }
+            try:
+                for future in as_completed(futures):
+                    result: PartitionResult = future.result()
+                    records = [result.record] if result.record is not None else []
+                    rows = run.writer.commit_shards(records, result.skips)
+                    run.report.record(rows, len(result.skips), result.retry)
+                    bar.update(sizes[future.key])
+            finally:
+                bar.close()
+                client.cancel(futures)
+        log(
+            f"extract: {len(partitions)} partitions on "
+            f"{options.address or f'a local cluster of {options.workers} workers'}"
+        )
+    return run.report

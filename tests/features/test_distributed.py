@@ -1,0 +1,58 @@
+"""Dask scale-out: workers write shards without the lock, the coordinator indexes them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from features.distributed import extract_partition, extract_with_dask
+from features.extract import DaskConfig, extract_codes, resolve_backend
+from features.fingerprint import FingerprintMismatch
+from features.maintenance import verify
+from features.store import FeatureStore
+from tests.conftest import LIMITS, refs_for
+
+
+@pytest.mark.slow
+def test_local_cluster_extracts_the_same_codes_as_one_process(tmp_path, shapes_root, small_config):
+    refs = refs_for(shapes_root)
+    config = replace(small_config, scheduler="dask", dask=DaskConfig(workers=2, partition_rows=7))
+    report = extract_with_dask(refs, tmp_path / "dask", config, LIMITS, progress=False)
+    assert (report.computed, report.reused, report.skipped) == (len(refs), 0, 0)
+    extract_codes(refs, tmp_path / "local", small_config, LIMITS, progress=False)
+    hashes = [ref.sha256 for ref in refs]
+    with FeatureStore(tmp_path / "dask") as dask, FeatureStore(tmp_path / "local") as local:
+        assert len(dask.state.shards) == 4  # ceil(24 / 7) partitions, one shard each
+        np.testing.assert_allclose(
+            dask.get(hashes).astype(np.float32),
+            local.get(hashes).astype(np.float32),
+            rtol=1e-2,
+            atol=1e-3,
+        )
+    assert verify(tmp_path / "dask").ok
+    again = extract_with_dask(refs, tmp_path / "dask", config, LIMITS, progress=False)
+    assert (again.computed, again.reused) == (0, len(refs))
+
+
+def test_shards_left_by_workers_of_a_dead_coordinator_are_adopted(
+    tmp_path, shapes_root, small_config
+):
+    refs = refs_for(shapes_root)
+    store = tmp_path / "store"
+    extract_codes(refs[:4], store, small_config, LIMITS, progress=False)  # the store exists
+    fingerprint = resolve_backend(small_config).fingerprint
+    result = extract_partition(refs[4:12], str(store), small_config, LIMITS, fingerprint)
+    assert result.record is not None and result.record.rows == 8
+    report = extract_codes(refs, store, small_config, LIMITS, progress=False)
+    assert (report.reused, report.computed) == (12, len(refs) - 12)
+    assert verify(store).ok
+
+
+def test_a_worker_computing_other_codes_refuses_to_write(tmp_path, shapes_root, small_config):
+    refs = refs_for(shapes_root)[:4]
+    expected = resolve_backend(replace(small_config, seed=1)).fingerprint
+    with pytest.raises(FingerprintMismatch, match="Dask worker"):
+        extract_partition(refs, str(tmp_path), small_config, LIMITS, expected)
+    assert not list(tmp_path.rglob("shard-*.h5"))
