@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.errors import UserError
 from features.preprocess import Preprocessing
 
 __all__ = [
@@ -39,7 +40,9 @@ def resolve_device(setting: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"extract.device={setting!r} but torch sees no CUDA device")
+        raise UserError(
+            f"extract.device={setting!r} but torch sees no CUDA device; use auto or cpu"
+        )
     return device
 
 

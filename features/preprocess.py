@@ -50,11 +50,14 @@ def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     return int(shorter * width / height), shorter
 
 
+# Beyond this aspect ratio only the band the crop keeps is resized: a 65,000 x 16 strip
+# would otherwise become a ~1,000,000 x 256 intermediate image (~800 MB) to be cropped.
+BAND_ASPECT = 8
+
+
 def resize_crop(image: Image.Image, preprocessing: Preprocessing) -> Image.Image:
     """Resize the shorter side to ``resize`` and take the centre ``crop`` square."""
     width, height = resized_size(image.width, image.height, preprocessing.resize)
-    if (width, height) != image.size:
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
     crop = preprocessing.crop
     if width < crop or height < crop:
         raise ValueError(
@@ -63,6 +66,12 @@ def resize_crop(image: Image.Image, preprocessing: Preprocessing) -> Image.Image
         )
     top = round((height - crop) / 2.0)
     left = round((width - crop) / 2.0)
+    if max(width, height) > BAND_ASPECT * preprocessing.resize:
+        scale_x, scale_y = image.width / width, image.height / height
+        band = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
+        return image.resize((crop, crop), Image.Resampling.BILINEAR, box=band)
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     return image.crop((left, top, left + crop, top + crop))
 
 

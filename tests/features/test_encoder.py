@@ -27,6 +27,7 @@ from features.encoder import (
     resolve_device,
     resolve_precision,
 )
+from features.errors import UserError
 from features.extract import ExtractConfig, _compile_batch, _workers
 from features.preprocess import Preprocessing
 
@@ -192,7 +193,7 @@ def test_resolve_device_rules(monkeypatch):
     assert resolve_device("cpu") == CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == CPU
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda")
     with pytest.raises(RuntimeError, match="no CUDA device"):
         resolve_device("cuda:1")
