@@ -195,7 +195,7 @@ def test_resolve_device_rules(monkeypatch):
     assert resolve_device("auto") == CPU
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
