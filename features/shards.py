@@ -87,15 +87,8 @@ class IndexState:
         return sum(shard.rows for shard in self.shards)
 
 
-def fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a rename), to stable storage."""
     handle = os.open(path, os.O_RDONLY)
     try:
         os.fsync(handle)
@@ -105,9 +98,9 @@ def fsync_file(path: Path) -> None:
 
 def publish(tmp: Path, final: Path) -> None:
     """Make a fully written temporary file durable and visible under its final name."""
-    fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, final)
-    fsync_directory(final.parent)
+    fsync_path(final.parent)
 
 
 def temporary_path(directory: Path, suffix: str) -> Path:

@@ -11,23 +11,25 @@ from features.extract import ExtractConfig
 from features.images import ImageLimits
 from features.loader import ImageRef
 from features.manifest import build_manifest
-from features.preprocess import Preprocessing
 from features.scan import scan_dataset
 from features.synthetic import make_dataset
+from pipeline.schema import parse
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flower_photos"
 
-# Random weights, CPU, 32 px input: VGG16 end to end in a few ms per image.
-SMALL_CONFIG = ExtractConfig(
-    weights="random",
-    device="cpu",
-    precision="fp32",
-    batch_size=4,
-    num_workers=0,
-    commit_rows=8,
-    commit_seconds=3600.0,
-    preprocessing=Preprocessing(resize=32, crop=32),
-)
+# Random weights, CPU, 32 px input: VGG16 end to end in a few ms per image. As params
+# (for workspaces and CLI runs) and as the config the library takes, from the same values.
+SMALL_EXTRACT = {
+    "weights": "random",
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": 4,
+    "num_workers": 0,
+    "commit_rows": 8,
+    "commit_seconds": 3600.0,
+    "preprocessing": {"resize": 32, "crop": 32},
+}
+SMALL_CONFIG = parse(ExtractConfig, SMALL_EXTRACT, "extract")
 LIMITS = ImageLimits()
 
 

@@ -52,8 +52,9 @@ def _index_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 
 def _store_directory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """``fsync_directory(root)``: the index was just renamed into place."""
-    return Path(args[0]).name != SHARD_DIR
+    """``fsync_path(root)``: the index was just renamed into place."""
+    path = Path(args[0])
+    return path.is_dir() and path.name != SHARD_DIR
 
 
 # Each matcher narrows a shared function to one of its callers, so a call count means

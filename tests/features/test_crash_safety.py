@@ -46,7 +46,8 @@ from features.scan import scan_dataset
 from features.shards import INDEX_NAME, SHARD_DIR, TMP_PREFIX, read_index
 from features.store import FeatureStore, StoreWriter
 from features.synthetic import make_dataset
-from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
+from pipeline.workspace import merge
+from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ SCENARIOS = (
     ),
     Scenario(
         "index_renamed_before_dir_fsync",
-        (KillPoint("features.shards.fsync_directory", "before", 3, "root"),),
+        (KillPoint("features.shards.fsync_path", "before", 3, "root"),),
         16,
     ),
     Scenario(
@@ -327,16 +328,7 @@ def extract_workspace(tmp_path: Path) -> Path:
     rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
     write_manifest(tmp_path / "manifest.csv", rows)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["extract"].update(
-        weights="random",
-        device="cpu",
-        precision="fp32",
-        batch_size=4,
-        num_workers=0,
-        commit_rows=8,
-        commit_seconds=3600,
-        preprocessing={**params["extract"]["preprocessing"], "resize": 32, "crop": 32},
-    )
+    params["extract"] = merge(params["extract"], SMALL_EXTRACT)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
 

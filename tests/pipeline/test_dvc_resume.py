@@ -21,6 +21,7 @@ from features.maintenance import verify
 from features.shards import read_index
 from features.synthetic import make_dataset
 from pipeline.workspace import create_workspace, run_in, workspace_env
+from tests.conftest import SMALL_EXTRACT
 
 DATA = "data/shapes"
 IMAGES = 120  # 4 classes x 30: a few seconds of extraction, a commit every 8 images
@@ -28,16 +29,7 @@ OVERRIDES = {
     "downloads": {},
     "data": {"root": DATA},
     "split": {"test_fraction": 0.25},
-    "extract": {
-        "weights": "random",
-        "device": "cpu",
-        "precision": "fp32",
-        "batch_size": 4,
-        "num_workers": 0,
-        "commit_rows": 8,
-        "commit_seconds": 3600,
-        "preprocessing": {"resize": 32, "crop": 32},
-    },
+    "extract": SMALL_EXTRACT,
 }
 
 

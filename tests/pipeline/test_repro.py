@@ -11,6 +11,7 @@ import yaml
 
 from features.synthetic import make_dataset
 from pipeline.workspace import create_workspace, run_in
+from tests.conftest import SMALL_EXTRACT
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +20,7 @@ OVERRIDES = {
     "downloads": {},
     "data": {"root": DATA},
     "split": {"test_fraction": 0.25},
-    "extract": {
-        "weights": "random",
-        "device": "cpu",
-        "precision": "fp32",
-        "batch_size": 8,
-        "num_workers": 0,
-        "preprocessing": {"resize": 32, "crop": 32},
-    },
+    "extract": SMALL_EXTRACT,
     "heads": {"mlp": {"hidden": [32], "max_iter": 50}},
 }
 HEADS = ("logreg", "svm", "mlp")
