@@ -12,7 +12,7 @@ from torchvision import models
 
 from features.backbones import BACKBONES, build_extractor
 from features.encoder import Encoder
-from features.extract import extract_codes
+from features.extract import encode_images, extract_codes
 from features.fingerprint import FingerprintMismatch
 from features.loader import ImageRef
 from features.preprocess import Preprocessing
@@ -107,3 +107,18 @@ def test_fingerprint_mismatch_is_refused(tmp_path, shapes_root, small_config):
     other = replace(small_config, seed=1)
     with pytest.raises(FingerprintMismatch, match=r"random:0.*random:1"):
         extract_codes(refs, tmp_path / "store", other, LIMITS, progress=False)
+
+
+def test_encode_images_computes_what_the_store_holds(tmp_path, shapes_root, small_config):
+    refs = refs_for(shapes_root)[:6]
+    extract_codes(refs, tmp_path / "store", small_config, LIMITS, progress=False)
+    blobs = [(ref.sha256, ref.path.read_bytes()) for ref in refs]
+    with FeatureStore(tmp_path / "store") as reader:
+        codes, failures = encode_images(blobs, small_config, LIMITS, expected=reader.fingerprint)
+        stored = reader.get([ref.sha256 for ref in refs]).astype(np.float32)
+    assert failures == []
+    computed = np.stack([codes[ref.sha256] for ref in refs]).astype(np.float32)
+    np.testing.assert_allclose(computed, stored, rtol=2e-3, atol=2e-3)
+    with pytest.raises(FingerprintMismatch):
+        other = replace(reader.fingerprint, weights="random:9")
+        encode_images(blobs, small_config, LIMITS, expected=other)

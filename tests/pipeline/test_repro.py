@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from features.synthetic import make_dataset
+from features.synthetic import make_dataset, make_image
 from pipeline.workspace import create_workspace, run_in
 from tests.conftest import SMALL_EXTRACT
 
@@ -68,6 +71,41 @@ def test_repro_builds_every_artifact(workspace):
     shown = run_in(workspace, "dvc", "metrics", "show", "--json").stdout
     assert all(f'"{head}"' in shown for head in HEADS)
     _commit(workspace, "results v1", tag="v1")
+
+
+def test_predict_reuses_stored_codes_and_computes_new_ones(workspace, tmp_path):
+    rows = list(csv.DictReader((workspace / "plots/predictions/svm.csv").open()))
+    manifest = {
+        row["sha256"]: row["path"]
+        for row in csv.DictReader((workspace / "data/manifest.csv").open())
+    }
+    known = tmp_path / "renamed.jpg"  # a stored image under a new name: matched by content
+    shutil.copyfile(workspace / DATA / manifest[rows[0]["sha256"]], known)
+    novel = tmp_path / "novel.jpg"
+    make_image("circles", np.random.default_rng(999)).save(novel, format="JPEG")
+    output = run_in(
+        workspace,
+        "python",
+        "-m",
+        "pipeline.predict",
+        "--head",
+        "svm",
+        "--json",
+        str(known),
+        str(novel),
+    ).stdout
+    answer = json.loads(output)
+    assert answer["random_weights"] is True
+    first, second = answer["results"]
+    assert (first["codes"], second["codes"]) == ("store", "computed")
+    assert first["label"] == rows[0]["predicted"]  # the same answer the test run gave
+    for result in (first, second):
+        assert set(result["probabilities"]) == {"circles", "squares", "stripes", "triangles"}
+        assert abs(sum(result["probabilities"].values()) - 1) < 1e-6
+    text = run_in(
+        workspace, "python", "-m", "pipeline.predict", "--head", "logreg", str(novel)
+    ).stdout
+    assert "RANDOM weights" in text and "codes from computed" in text
 
 
 def test_changing_svm_params_reruns_only_that_head(workspace):
