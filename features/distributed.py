@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from features.encoder import Encoder, cpu_allocator_tuned
 from features.extract import (
@@ -29,6 +28,7 @@ from features.extract import (
     ExtractConfig,
     ExtractReport,
     open_run,
+    progress_bar,
     resolve_backend,
 )
 from features.fingerprint import Fingerprint
@@ -150,7 +150,7 @@ def extract_with_dask(
         local_threads = (
             max(1, (os.cpu_count() or 1) // options.workers) if options.address is None else None
         )
-        bar = tqdm(total=len(pending), unit="img", disable=not progress, desc="extract (dask)")
+        bar = progress_bar(len(pending), "extract (dask)", enabled=progress)
         with _client(options) as client:
             futures = client.map(
                 extract_partition,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ __all__ = [
     "extract_codes",
     "make_fingerprint",
     "open_run",
+    "progress_bar",
     "random_weights_banner",
     "resolve_backend",
 ]
@@ -132,6 +134,19 @@ class ExtractReport:
             + f" ({self.images_per_second:.1f} images/s on {self.device}, {self.precision}, "
             f"{weights})"
         )
+
+
+def progress_bar(total: int | None, description: str, enabled: bool = True) -> tqdm:
+    """images/s and ETA; redrawn every 30 s (not every batch) when logging to a file."""
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit="img",
+        desc=description,
+        disable=not enabled,
+        smoothing=0.1,
+        mininterval=0.1 if interactive else 30.0,
+    )
 
 
 def random_weights_banner(identity: str) -> str:
@@ -310,7 +325,7 @@ def _drain(
     """
     timings = {} if timings is None else timings
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    bar = tqdm(total=total, unit="img", disable=not progress, smoothing=0.1, desc="extract")
+    bar = progress_bar(total, "extract", enabled=progress)
 
     def prepare(batch: Batch) -> ReadyBatch:
         return prepare_batch(batch, preprocessing, limits, encoder.device)
