@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from classifiers.compare import (
     write_tradeoff_csv,
 )
 from pipeline.cli import run
+from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 
@@ -31,8 +31,7 @@ def main(argv: Sequence[str]) -> None:
     heads = sorted(load_params(args.params).heads)
     metrics = load_head_metrics(args.metrics, heads)
     summary = summarise(metrics)
-    args.summary.parent.mkdir(parents=True, exist_ok=True)
-    args.summary.write_text(json.dumps(summary, indent=2))
+    write_json(args.summary, summary)
     write_markdown(args.report, metrics)
     write_tradeoff_csv(args.tradeoff, metrics)
     for head, head_metrics in metrics.items():

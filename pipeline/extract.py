@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +12,7 @@ from features.extract import extract_codes
 from features.loader import ImageRef
 from features.manifest import read_manifest
 from pipeline.cli import run
+from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 
@@ -34,8 +34,7 @@ def main(argv: Sequence[str]) -> None:
     summary = asdict(report)
     summary["fingerprint"] = asdict(report.fingerprint)
     summary["images_per_second"] = round(report.images_per_second, 2)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(summary, indent=2))
+    write_json(args.report, summary)
     print(report.summary())
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from features.manifest import build_manifest, write_files_csv, write_manifest
 from features.scan import ScanCache, scan_dataset
 from pipeline.cli import run
+from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 
@@ -20,13 +21,6 @@ def _load_cache(path: Path) -> ScanCache:
         return ScanCache.from_json(json.loads(path.read_text()))
     except (OSError, ValueError):
         return ScanCache()
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    tmp.replace(path)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -47,8 +41,8 @@ def main(argv: Sequence[str]) -> None:
     )
     write_manifest(args.manifest, rows)
     write_files_csv(args.files, outcomes)
-    _write_json(args.report, asdict(report))
-    _write_json(args.cache, cache.to_json())
+    write_json(args.report, asdict(report))
+    write_json(args.cache, cache.to_json())
     print(report.summary())
     print(f"  every file and its bucket: {args.files}; report: {args.report}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from features.extract import random_weights_banner
 from features.manifest import read_manifest
 from features.store import FeatureStore
 from pipeline.cli import run
+from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 
@@ -96,8 +96,7 @@ def main(argv: Sequence[str]) -> None:
     )
     if val is not None:
         metrics["val"] = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=2))
+    write_json(args.metrics, metrics)
     _write_predictions(args.predictions, test.hashes, test.y, predicted)
     label = (
         " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
