@@ -7,7 +7,7 @@ Measured, each on the same JPEG files:
   ``num_workers=0``, fp32, VGG16 truncated by hand after fc6+ReLU, one ``.cpu()`` a batch,
   codes kept in a list. It runs in a fresh child process, as a notebook kernel would, so
   nothing our extractor tunes in this process (allocator, threads) helps or hurts it;
-- **ours**: ``features.extract.extract_codes`` end to end, JPEG files on disk to codes
+- **ours**: ``features.compute.extract.extract_codes`` end to end, JPEG files on disk to codes
   committed in a fresh feature store (decode workers, device normalisation, precision,
   channels_last, prefetch and committer threads, optional nvJPEG and torch.compile),
   model construction and store setup included, as they are in the naive timing;
@@ -258,7 +258,7 @@ def cpu_model() -> str:
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
-    from features.encoder import cpu_has_native_bf16
+    from features.compute.encoder import cpu_has_native_bf16
 
     info: dict[str, object] = {
         "device": str(device),
@@ -352,8 +352,8 @@ class GpuSampler:
 
 def build_model(config) -> torch.nn.Module:
     """The truncated backbone with the configured weights (random unless --weights says)."""
-    from features.backbones import build_extractor, get_backbone
-    from features.weights import resolve_weights
+    from features.compute.backbones import build_extractor, get_backbone
+    from features.compute.weights import resolve_weights
 
     spec = get_backbone(config.backbone)
     weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
@@ -362,8 +362,8 @@ def build_model(config) -> torch.nn.Module:
 
 def weights_file(config) -> str | None:
     """The state-dict file the naive loop loads, or None for random weights."""
-    from features.backbones import get_backbone
-    from features.weights import _checkpoint_dir
+    from features.compute.backbones import get_backbone
+    from features.compute.weights import _checkpoint_dir
 
     if config.weights == "random":
         return None
@@ -435,7 +435,7 @@ def run_naive(
     keep: list[str],
     weights: str | None,
 ) -> dict[str, object]:
-    from features.preprocess import Preprocessing
+    from features.data.preprocess import Preprocessing
 
     preprocessing = Preprocessing()
     spec = {
@@ -468,7 +468,7 @@ def run_naive(
 
 
 def run_ours(refs, config, limits, store: Path, device: torch.device) -> dict[str, object]:
-    from features.extract import extract_codes
+    from features.compute.extract import extract_codes
 
     messages: list[str] = []
     with GpuSampler(device) as sampler:
@@ -491,9 +491,9 @@ def run_ours(refs, config, limits, store: Path, device: torch.device) -> dict[st
 
 def measure_decode(refs, config, limits, device: torch.device, keep: set[str]):
     """Our loader alone (CPU workers), and the device decode path when asked for."""
-    from features.extract import _workers
-    from features.loader import make_loader
-    from features.prefetch import prefetch, prepare_batch
+    from features.compute.extract import _workers
+    from features.compute.loader import make_loader
+    from features.compute.prefetch import prefetch, prepare_batch
 
     workers = _workers(config, device)
     loader = make_loader(
@@ -557,8 +557,8 @@ class ModelProbe:
     """
 
     def __init__(self, config, device: torch.device, images: int) -> None:
-        from features.encoder import Encoder, cpu_allocator_tuned, resolve_precision
-        from features.extract import _compile_batch
+        from features.compute.encoder import Encoder, cpu_allocator_tuned, resolve_precision
+        from features.compute.extract import _compile_batch
 
         self.device = device
         self.batch_size = config.batch_size
@@ -622,7 +622,7 @@ class ModelProbe:
 
 def encode_all(pixels: torch.Tensor, config, device, precision: str) -> tuple[np.ndarray, float]:
     """Codes (float32, before storage rounding) and the seconds the forward passes took."""
-    from features.encoder import Encoder, cpu_allocator_tuned
+    from features.compute.encoder import Encoder, cpu_allocator_tuned
 
     encoder = Encoder(
         build_model(config),
@@ -842,11 +842,11 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
         say(f"copied {copied} images to {args.export_subset}")
         return None
 
-    from features.encoder import resolve_device, resolve_precision
-    from features.extract import ExtractConfig
-    from features.images import ImageLimits
-    from features.loader import ImageRef
-    from features.preprocess import Preprocessing
+    from features.compute.encoder import resolve_device, resolve_precision
+    from features.compute.extract import ExtractConfig
+    from features.compute.loader import ImageRef
+    from features.data.images import ImageLimits
+    from features.data.preprocess import Preprocessing
 
     load_at_start = [round(v, 2) for v in os.getloadavg()]
     device = resolve_device(args.device)

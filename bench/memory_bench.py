@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, like make bench 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-from features.extract import ExtractConfig  # noqa: E402
-from features.images import ImageLimits  # noqa: E402
-from features.preprocess import Preprocessing  # noqa: E402
+from features.compute.extract import ExtractConfig  # noqa: E402
+from features.data.images import ImageLimits  # noqa: E402
+from features.data.preprocess import Preprocessing  # noqa: E402
 
 EXTRACT_SIZES = (100, 1000)
 READ_SIZES = (2_000, 20_000)
@@ -67,13 +67,13 @@ def _current_mib() -> float:
 
 
 def _refs(path: Path, count: int) -> list:
-    from features.loader import ImageRef
+    from features.compute.loader import ImageRef
 
     return [ImageRef(sha, Path(p)) for sha, p in json.loads(path.read_text())[:count]]
 
 
 def _measure_store_extract(work: Path, count: int) -> dict[str, float]:
-    from features.extract import extract_codes
+    from features.compute.extract import extract_codes
 
     refs = _refs(work / "refs.json", count)
     report = extract_codes(refs, work / f"store-{count}", CONFIG, LIMITS, progress=False)
@@ -85,9 +85,9 @@ def _measure_naive_extract(work: Path, count: int) -> dict[str, float]:
     """What a notebook does: every image in memory, every code in a list, one file at the end."""
     import torch
 
-    from features.backbones import BACKBONES, build_extractor
-    from features.images import decode_rgb
-    from features.preprocess import resize_crop, to_uint8_chw
+    from features.compute.backbones import BACKBONES, build_extractor
+    from features.data.images import decode_rgb
+    from features.data.preprocess import resize_crop, to_uint8_chw
 
     refs = _refs(work / "refs.json", count)
     started = time.perf_counter()
@@ -173,8 +173,8 @@ def _run_child(kind: str, work: Path, count: int) -> dict[str, float]:
 
 
 def _prepare_images(work: Path, count: int) -> None:
-    from features.synthetic import make_dataset
-    from features.weights import file_sha256
+    from features.data.synthetic import make_dataset
+    from features.files import file_sha256
 
     paths = make_dataset(work / "images", per_class=count // 4)
     # Interleave the classes, as a scanned dataset would list them, then save the order.
@@ -185,7 +185,7 @@ def _prepare_images(work: Path, count: int) -> None:
 
 def _synthetic_store(root: Path, rows: int) -> None:
     """A store of ``rows`` random codes, written in commits of 1000 rows."""
-    from features.extract import make_fingerprint
+    from features.compute.extract import make_fingerprint
     from features.store import StoreWriter
 
     fingerprint = make_fingerprint(CONFIG, "random:0", "fp32")
@@ -199,8 +199,8 @@ def _synthetic_store(root: Path, rows: int) -> None:
 
 def _storage(work: Path, source: Path) -> list[dict[str, object]]:
     """Bytes per image of the same codes, rewritten with each compression, same shards."""
-    from features.shards import INDEX_NAME, read_index
     from features.store import FeatureStore, StoreWriter
+    from features.store.shards import INDEX_NAME, read_index
 
     with FeatureStore(source) as reader:
         hashes, codes = reader.hashes, reader.get(reader.hashes)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from features.data.manifest import ManifestRow
 from features.errors import UserError
-from features.manifest import ManifestRow
 from features.store import FeatureStore
 
 __all__ = ["SplitData", "class_names", "iter_split", "load_split"]

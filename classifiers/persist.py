@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ import sklearn
 from sklearn.pipeline import Pipeline
 
 from features.errors import UserError
-from features.fingerprint import Fingerprint
-from features.weights import file_sha256
+from features.files import atomic_path, file_sha256, write_text
+from features.store.fingerprint import Fingerprint
 
 __all__ = ["HeadError", "HeadSidecar", "load_head", "save_head", "sidecar_path"]
 
@@ -64,10 +63,8 @@ def save_head(
 ) -> HeadSidecar:
     """Write ``path`` (joblib) and its sidecar, each atomically; the sidecar goes last."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    joblib.dump(model, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        joblib.dump(model, tmp)
     sidecar = HeadSidecar(
         name,
         kind,
@@ -78,9 +75,7 @@ def save_head(
         sklearn.__version__,
         time.time(),
     )
-    tmp_sidecar = sidecar_path(path).with_name(f".{sidecar_path(path).name}.tmp")
-    tmp_sidecar.write_text(json.dumps(asdict(sidecar), indent=2, default=str))
-    os.replace(tmp_sidecar, sidecar_path(path))
+    write_text(sidecar_path(path), json.dumps(asdict(sidecar), indent=2, default=str))
     return sidecar
 
 

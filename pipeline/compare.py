@@ -14,8 +14,8 @@ from classifiers.compare import (
     write_markdown,
     write_tradeoff_csv,
 )
+from features.files import write_json
 from pipeline.cli import run
-from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 

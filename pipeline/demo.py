@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from features.synthetic import make_dataset
+from features.data.synthetic import make_dataset
 from pipeline.cli import run
 from pipeline.workspace import create_workspace, run_in, workspace_env
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from features.download import download_dataset
+from features.data.download import download_dataset
 from pipeline.cli import run
 
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from features.distributed import extract_with_dask
-from features.extract import extract_codes
-from features.loader import ImageRef
-from features.manifest import read_manifest
+from features.compute.distributed import extract_with_dask
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.manifest import read_manifest
+from features.files import write_json
 from pipeline.cli import run
-from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 

@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from classifiers.heads import HEADS, HeadParams
+from features.compute.extract import ExtractConfig
+from features.data.images import ImageLimits
 from features.errors import UserError
-from features.extract import ExtractConfig
-from features.images import ImageLimits
 from pipeline.cli import run
 from pipeline.schema import parse
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from classifiers.persist import load_head
+from features.compute.extract import encode_images, random_weights_banner
 from features.errors import UserError
-from features.extract import encode_images, random_weights_banner
-from features.fingerprint import Fingerprint
 from features.store import FeatureStore
+from features.store.fingerprint import Fingerprint
 from pipeline.cli import run
 from pipeline.params import load_params
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from features.manifest import build_manifest, write_files_csv, write_manifest
-from features.scan import ScanCache, scan_dataset
+from features.data.manifest import build_manifest, write_files_csv, write_manifest
+from features.data.scan import ScanCache, scan_dataset
+from features.files import write_json
 from pipeline.cli import run
-from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from features import maintenance
+from features.store import maintenance
 from pipeline.cli import run
 from pipeline.params import load_params
 

@@ -13,12 +13,12 @@ from classifiers.evaluate import evaluate
 from classifiers.fit import fit_head, fit_streaming
 from classifiers.heads import HEADS
 from classifiers.persist import save_head
+from features.compute.extract import random_weights_banner
+from features.data.manifest import read_manifest
 from features.errors import UserError
-from features.extract import random_weights_banner
-from features.manifest import read_manifest
+from features.files import write_json
 from features.store import FeatureStore
 from pipeline.cli import run
-from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from features.extract import ExtractConfig
-from features.images import ImageLimits
-from features.loader import ImageRef
-from features.manifest import build_manifest
-from features.scan import scan_dataset
-from features.synthetic import make_dataset
+from features.compute.extract import ExtractConfig
+from features.compute.loader import ImageRef
+from features.data.images import ImageLimits
+from features.data.manifest import build_manifest
+from features.data.scan import scan_dataset
+from features.data.synthetic import make_dataset
 from pipeline.schema import parse
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flower_photos"

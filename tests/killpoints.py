@@ -1,7 +1,7 @@
 """Child process for the crash tests: run a store operation and stop dead at a chosen call.
 
-A :class:`KillPoint` wraps one named function (``features.shards.publish``,
-``features.committer.Committer.submit``, ...) so that its N-th matching call sends this
+A :class:`KillPoint` wraps one named function (``features.store.shards.publish``,
+``features.store.committer.Committer.submit``, ...) so that its N-th matching call sends this
 process SIGKILL, before or after the real call. SIGKILL cannot be caught, so nothing in the
 store code gets a chance to clean up: the test sees exactly what a ``kill -9`` at that
 call leaves. With ``--signal STOP`` the process freezes there
@@ -11,8 +11,8 @@ outside and then let it go on (SIGCONT) or kill it.
 Usage (from the repository root)::
 
     python -m tests.killpoints extract --refs refs.json --store STORE \
-        --kill features.shards.publish:before:3:index
-    python -m tests.killpoints extract ... --kill features.shards.open:after:2:shard
+        --kill features.store.shards.publish:before:3:index
+    python -m tests.killpoints extract ... --kill features.store.shards.open:after:2:shard
     python -m tests.killpoints compact --store STORE --kill ...
 """
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from features.shards import SHARD_DIR
+from features.store.shards import SHARD_DIR
 
 __all__ = ["MATCHERS", "KillPoint", "arm", "child_command", "main", "save_refs"]
 
@@ -147,8 +147,8 @@ def child_command(
 
 
 def _extract(args: argparse.Namespace) -> None:
-    from features.extract import extract_codes
-    from features.loader import ImageRef
+    from features.compute.extract import extract_codes
+    from features.compute.loader import ImageRef
     from tests.conftest import LIMITS, SMALL_CONFIG
 
     refs = [ImageRef(sha, Path(path)) for sha, path in json.loads(args.refs.read_text())]
@@ -158,7 +158,7 @@ def _extract(args: argparse.Namespace) -> None:
 
 
 def _compact(args: argparse.Namespace) -> None:
-    from features.maintenance import compact
+    from features.store.maintenance import compact
 
     before, after = compact(args.store, args.target_rows)
     print(f"compact: {before} shards -> {after}")

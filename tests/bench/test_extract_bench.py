@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from features.synthetic import make_dataset
+from features.data.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,8 +97,7 @@ def test_bench_and_what_it_imports_need_no_dask_or_dvc():
     code = (
         "import sys; sys.path[:0] = ['bench', '.']\n"
         "import extract_bench\n"
-        "import features.extract, features.encoder, features.loader, features.gpu_decode\n"
-        "import features.store, features.weights, features.backbones, classifiers.heads\n"
+        "import features.compute, features.compute.gpu_decode, features.store, classifiers.heads\n"
         "import sklearn.model_selection\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'dvc'))\n"
         "assert not bad, bad\n"

@@ -12,7 +12,7 @@ from classifiers.evaluate import evaluate
 from classifiers.fit import fit_head, fit_streaming
 from classifiers.heads import HEADS, LogRegParams, MLPParams, SGDParams, SVMParams
 from classifiers.persist import HeadError, load_head, save_head
-from features.fingerprint import Fingerprint, FingerprintMismatch
+from features.store.fingerprint import Fingerprint, FingerprintMismatch
 
 CLASSES = ["a", "b", "c"]
 FINGERPRINT = Fingerprint(

@@ -34,18 +34,19 @@ import pytest
 import torch
 import yaml
 
-import features.shards
-from features.committer import Committer
-from features.encoder import PendingCodes
-from features.extract import extract_codes
-from features.fingerprint import Fingerprint
-from features.loader import ImageRef
-from features.maintenance import verify
-from features.manifest import build_manifest, write_manifest
-from features.scan import scan_dataset
-from features.shards import INDEX_NAME, SHARD_DIR, TMP_PREFIX, read_index
+import features.store.shards
+from features.compute.encoder import PendingCodes
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.manifest import build_manifest, write_manifest
+from features.data.scan import scan_dataset
+from features.data.synthetic import make_dataset
+from features.files import TMP_PREFIX
 from features.store import FeatureStore, StoreWriter
-from features.synthetic import make_dataset
+from features.store.committer import Committer
+from features.store.fingerprint import Fingerprint
+from features.store.maintenance import verify
+from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
 from pipeline.workspace import merge
 from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
@@ -74,67 +75,77 @@ class Scenario:
 
 SCENARIOS = (
     Scenario(
-        "before_first_batch", (KillPoint("features.committer.Committer.submit", "before", 1),), 0
+        "before_first_batch",
+        (KillPoint("features.store.committer.Committer.submit", "before", 1),),
+        0,
     ),
     Scenario(
-        "between_batches", (KillPoint("features.committer.Committer.submit", "before", 2),), 0
+        "between_batches", (KillPoint("features.store.committer.Committer.submit", "before", 2),), 0
     ),
-    Scenario("between_commits", (KillPoint("features.committer.Committer._commit", "after"),), 8),
+    Scenario(
+        "between_commits", (KillPoint("features.store.committer.Committer._commit", "after"),), 8
+    ),
     Scenario(
         "shard_built_in_memory",
         (KillPoint("h5py.Group.create_dataset", "after", 2, "shard_codes"),),
         8,
     ),
-    Scenario("mid_shard_write", (KillPoint("features.shards.open", "after", 2, "shard"),), 8),
+    Scenario("mid_shard_write", (KillPoint("features.store.shards.open", "after", 2, "shard"),), 8),
     Scenario(
         "shard_tmp_written_before_rename",
-        (KillPoint("features.shards.publish", "before", 2, "shard"),),
+        (KillPoint("features.store.shards.publish", "before", 2, "shard"),),
         8,
     ),
     Scenario(
-        "shard_renamed_before_index", (KillPoint("features.store.write_shard", "after", 2),), 16
+        "shard_renamed_before_index",
+        (KillPoint("features.store.writer.write_shard", "after", 2),),
+        16,
     ),
-    Scenario("mid_index_write", (KillPoint("features.shards.open", "after", 3, "index"),), 16),
+    Scenario(
+        "mid_index_write", (KillPoint("features.store.shards.open", "after", 3, "index"),), 16
+    ),
     Scenario(
         "index_tmp_written_before_rename",
-        (KillPoint("features.shards.publish", "before", 3, "index"),),
+        (KillPoint("features.store.shards.publish", "before", 3, "index"),),
         16,
     ),
     Scenario(
         "index_renamed_before_dir_fsync",
-        (KillPoint("features.shards.fsync_path", "before", 3, "root"),),
+        (KillPoint("features.files.fsync_path", "before", 3, "root"),),
         16,
     ),
     Scenario(
-        "skip_only_commit", (KillPoint("features.shards.publish", "before", 5, "index"),), GOOD
+        "skip_only_commit",
+        (KillPoint("features.store.shards.publish", "before", 5, "index"),),
+        GOOD,
     ),
     Scenario(
         "lock_taken_before_holder_written",
         (
-            KillPoint("features.committer.Committer._commit", "after"),
-            KillPoint("features.lock._read_holder", "before"),
+            KillPoint("features.store.committer.Committer._commit", "after"),
+            KillPoint("features.store.lock._read_holder", "before"),
         ),
         8,
     ),
     Scenario(
         "recovery_before_adoption",
         (
-            KillPoint("features.shards.publish", "before", 3, "index"),
-            KillPoint("features.store.StoreWriter._adopt_orphans", "before"),
+            KillPoint("features.store.shards.publish", "before", 3, "index"),
+            KillPoint("features.store.recovery.adopt_orphans", "before"),
         ),
         16,
     ),
     Scenario(
         "adoption_index_tmp_before_rename",
         (
-            KillPoint("features.store.write_shard", "after", 2),
-            KillPoint("features.shards.publish", "before", 1, "index"),
+            KillPoint("features.store.writer.write_shard", "after", 2),
+            KillPoint("features.store.shards.publish", "before", 1, "index"),
         ),
         16,
     ),
     Scenario(
         "finished_before_lock_release",
-        (KillPoint("features.lock.StoreLock.release", "before"),),
+        (KillPoint("features.store.lock.StoreLock.release", "before"),),
         GOOD,
     ),
 )
@@ -367,7 +378,7 @@ def test_second_ctrl_c_during_the_final_flush_waits_for_the_commit(tmp_path, mon
     )
     hashes = [f"{i:064x}" for i in range(8)]
     codes = np.arange(32, dtype=np.float16).reshape(8, 4)
-    real = features.shards.publish
+    real = features.store.shards.publish
 
     def ctrl_c_at_the_commit_point(tmp: Path, final: Path) -> None:
         if final.name == INDEX_NAME:
@@ -378,7 +389,7 @@ def test_second_ctrl_c_during_the_final_flush_waits_for_the_commit(tmp_path, mon
     with StoreWriter(store, fingerprint, log=_quiet) as writer:
         committer = Committer(writer, commit_rows=100, commit_seconds=3600.0)
         committer.submit(hashes, PendingCodes(torch.from_numpy(codes)), [])
-        monkeypatch.setattr(features.shards, "publish", ctrl_c_at_the_commit_point)
+        monkeypatch.setattr(features.store.shards, "publish", ctrl_c_at_the_commit_point)
         with pytest.raises(KeyboardInterrupt):
             committer.close()
     assert read_index(store).rows == 8, "the finished batch was committed before exiting"

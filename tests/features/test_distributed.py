@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from features.distributed import extract_partition, extract_with_dask
-from features.extract import DaskConfig, extract_codes, resolve_backend
-from features.fingerprint import FingerprintMismatch
-from features.maintenance import verify
+from features.compute.distributed import extract_partition, extract_with_dask
+from features.compute.extract import DaskConfig, extract_codes, resolve_backend
 from features.store import FeatureStore
+from features.store.fingerprint import FingerprintMismatch
+from features.store.maintenance import verify
 from tests.conftest import LIMITS, refs_for
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from features import encoder as encoder_module
-from features.backbones import BACKBONES, build_extractor
-from features.encoder import (
+from features.compute import encoder as encoder_module
+from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.encoder import (
     Encoder,
     _cuda_settings,
     cpu_allocator_tuned,
@@ -27,9 +27,9 @@ from features.encoder import (
     resolve_device,
     resolve_precision,
 )
+from features.compute.extract import ExtractConfig, _compile_batch, _workers
+from features.data.preprocess import Preprocessing
 from features.errors import UserError
-from features.extract import ExtractConfig, _compile_batch, _workers
-from features.preprocess import Preprocessing
 
 CPU = torch.device("cpu")
 PREPROCESSING = Preprocessing(resize=64, crop=64)
@@ -142,7 +142,7 @@ def test_compile_threshold_rules():
 
 
 def test_worker_rules(monkeypatch):
-    monkeypatch.setattr("features.extract.os.cpu_count", lambda: 16)
+    monkeypatch.setattr("features.compute.extract.os.cpu_count", lambda: 16)
     assert _workers(ExtractConfig(), torch.device("cuda")) == 15
     assert _workers(ExtractConfig(), CPU) == 0, "on CPU the prefetch thread decodes"
     assert _workers(ExtractConfig(num_workers=3), CPU) == 3

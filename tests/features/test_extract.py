@@ -10,13 +10,13 @@ import pytest
 import torch
 from torchvision import models
 
-from features.backbones import BACKBONES, build_extractor
-from features.encoder import Encoder
-from features.extract import encode_images, extract_codes
-from features.fingerprint import FingerprintMismatch
-from features.loader import ImageRef
-from features.preprocess import Preprocessing
+from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.encoder import Encoder
+from features.compute.extract import encode_images, extract_codes
+from features.compute.loader import ImageRef
+from features.data.preprocess import Preprocessing
 from features.store import FeatureStore
+from features.store.fingerprint import FingerprintMismatch
 from tests.conftest import LIMITS, refs_for
 
 

@@ -22,13 +22,11 @@ import pytest
 import torch
 from PIL import Image
 
-from features.backbones import BACKBONES, build_extractor
-from features.committer import Committer
-from features.encoder import Encoder
-from features.extract import _drain, encode_images, extract_codes, make_fingerprint
-from features.gpu_decode import _resize_crop_batch, decode_on_device, resize_crop_tensor
-from features.images import ImageLimits
-from features.loader import (
+from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.encoder import Encoder
+from features.compute.extract import _drain, encode_images, extract_codes, make_fingerprint
+from features.compute.gpu_decode import _resize_crop_batch, decode_on_device, resize_crop_tensor
+from features.compute.loader import (
     Batch,
     ImageRef,
     decode_item,
@@ -36,9 +34,11 @@ from features.loader import (
     jpeg_size,
     make_loader,
 )
-from features.prefetch import ReadyBatch, prefetch
-from features.preprocess import Preprocessing
+from features.compute.prefetch import ReadyBatch, prefetch
+from features.data.images import ImageLimits
+from features.data.preprocess import Preprocessing
 from features.store import FeatureStore, StoreWriter
+from features.store.committer import Committer
 from tests.conftest import LIMITS, refs_for
 
 CPU = torch.device("cpu")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.images import (
+from features.data.images import (
     BACKGROUND,
     ImageLimits,
     ImageRejected,

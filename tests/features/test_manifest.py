@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.errors import UserError
-from features.images import ImageLimits
-from features.manifest import (
+from features.data.images import ImageLimits
+from features.data.manifest import (
     ManifestRow,
     build_manifest,
     read_manifest,
     write_files_csv,
     write_manifest,
 )
-from features.scan import FileOutcome, scan_dataset
+from features.data.scan import FileOutcome, scan_dataset
+from features.errors import UserError
 
 LIMITS = ImageLimits()
 

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from features.extract import extract_codes
-from features.images import ImageLimits, decode_rgb
-from features.loader import ImageRef
-from features.manifest import DataReport, ManifestRow, build_manifest, write_files_csv
-from features.scan import FileOutcome, scan_dataset
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.images import ImageLimits, decode_rgb
+from features.data.manifest import DataReport, ManifestRow, build_manifest, write_files_csv
+from features.data.scan import FileOutcome, scan_dataset
 from features.store import FeatureStore
 from pipeline import prepare
 from pipeline.workspace import PROJECT_ROOT, merge

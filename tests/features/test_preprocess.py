@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from features.preprocess import BAND_ASPECT, Preprocessing, resize_crop, to_uint8_chw
+from features.data.preprocess import BAND_ASPECT, Preprocessing, resize_crop, to_uint8_chw
 
 
 def _photo(width: int, height: int, seed: int = 0) -> Image.Image:

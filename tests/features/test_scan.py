@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from features.data.images import ImageLimits
+from features.data.manifest import build_manifest, read_manifest, write_manifest
+from features.data.scan import ScanCache, class_folders, scan_dataset
 from features.errors import UserError
-from features.images import ImageLimits
-from features.manifest import build_manifest, read_manifest, write_manifest
-from features.scan import ScanCache, class_folders, scan_dataset
 
 LIMITS = ImageLimits()
 

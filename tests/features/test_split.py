@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from features.manifest import assign_split, build_manifest
-from features.scan import scan_dataset
-from features.synthetic import make_dataset
+from features.data.manifest import assign_split, build_manifest
+from features.data.scan import scan_dataset
+from features.data.synthetic import make_dataset
 from tests.conftest import LIMITS
 
 

@@ -24,14 +24,15 @@ import numpy as np
 import psutil
 import pytest
 
-import features.shards
-from features.extract import extract_codes
-from features.fingerprint import Fingerprint, FingerprintMismatch
-from features.lock import LockError
-from features.maintenance import verify
-from features.shards import INDEX_NAME, SHARD_DIR, TMP_PREFIX, read_index
+import features.store.shards
+from features.compute.extract import extract_codes
+from features.data.synthetic import make_dataset
+from features.files import TMP_PREFIX
 from features.store import FeatureStore, StoreError, StoreFullError, StoreWriter
-from features.synthetic import make_dataset
+from features.store.fingerprint import Fingerprint, FingerprintMismatch
+from features.store.lock import LockError
+from features.store.maintenance import verify
+from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
@@ -191,7 +192,7 @@ def _wait_until_stopped(child: subprocess.Popen, timeout: float = 120.0) -> None
 def frozen_writer(tmp_path: Path, refs_file: Path) -> Iterator[subprocess.Popen]:
     """An extraction frozen by SIGSTOP with commit 2 half done: shard 2 renamed into place,
     its new index written to a temporary file but not yet renamed over ``index.h5``."""
-    point = KillPoint("features.shards.publish", "before", 3, "index")
+    point = KillPoint("features.store.shards.publish", "before", 3, "index")
     command = child_command(
         "extract", tmp_path / "store", "--refs", str(refs_file), kill=point, signum="STOP"
     )
@@ -269,7 +270,7 @@ def test_readers_during_extraction_only_ever_see_whole_commits(tmp_path, refs_fi
 @pytest.mark.slow
 def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path, refs_file):
     store = tmp_path / "store"
-    point = KillPoint("features.committer.Committer._commit", "after")
+    point = KillPoint("features.store.committer.Committer._commit", "after")
     child = subprocess.run(
         child_command("extract", store, "--refs", str(refs_file), kill=point),
         cwd=ROOT,
@@ -300,7 +301,7 @@ def _enospc() -> OSError:
 def test_enospc_while_writing_a_shard_leaves_the_store_unchanged(tmp_path, monkeypatch):
     store = tmp_path / "store"
     hashes, codes = _store(store, blocks=1)
-    real = features.shards._write_shard_file
+    real = features.store.shards._write_shard_file
 
     def half_written(path: Path, *args: object) -> None:
         real(path, *args)
@@ -310,7 +311,7 @@ def test_enospc_while_writing_a_shard_leaves_the_store_unchanged(tmp_path, monke
 
     with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
         before = _files(store)
-        monkeypatch.setattr(features.shards, "_write_shard_file", half_written)
+        monkeypatch.setattr(features.store.shards, "_write_shard_file", half_written)
         with pytest.raises(StoreFullError, match="previous 8 rows intact") as caught:
             writer.commit(_hashes(8, start=8), _codes(8, seed=4))
         assert caught.value.__cause__.errno == errno.ENOSPC
@@ -326,7 +327,7 @@ def test_enospc_while_writing_a_shard_leaves_the_store_unchanged(tmp_path, monke
 def test_enospc_while_publishing_the_index_keeps_the_old_commit(tmp_path, monkeypatch):
     store = tmp_path / "store"
     _store(store, blocks=1)
-    real = features.shards.publish
+    real = features.store.shards.publish
 
     def full_at_index(tmp: Path, final: Path) -> None:
         if final.name == INDEX_NAME:
@@ -336,7 +337,7 @@ def test_enospc_while_publishing_the_index_keeps_the_old_commit(tmp_path, monkey
     new = _hashes(8, start=8)
     with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
         before = _files(store)
-        monkeypatch.setattr(features.shards, "publish", full_at_index)
+        monkeypatch.setattr(features.store.shards, "publish", full_at_index)
         with pytest.raises(StoreFullError, match="disk full while committing 8 rows"):
             writer.commit(new, _codes(8, seed=5))
     monkeypatch.undo()
@@ -356,7 +357,7 @@ def test_enospc_during_extraction_is_a_clear_error_and_resumes(tmp_path, monkeyp
     make_dataset(tmp_path / "images", per_class=4)
     refs = refs_for(tmp_path / "images")
     store = tmp_path / "store"
-    real = features.shards._write_shard_file
+    real = features.store.shards._write_shard_file
     calls: list[dict[str, bytes]] = []
 
     def full_on_second_shard(path: Path, *args: object) -> None:
@@ -365,7 +366,7 @@ def test_enospc_during_extraction_is_a_clear_error_and_resumes(tmp_path, monkeyp
             raise _enospc()
         real(path, *args)
 
-    monkeypatch.setattr(features.shards, "_write_shard_file", full_on_second_shard)
+    monkeypatch.setattr(features.store.shards, "_write_shard_file", full_on_second_shard)
     with pytest.raises(StoreFullError, match=r"previous 8 rows intact\. Free space and rerun"):
         extract_codes(refs, store, SMALL_CONFIG, LIMITS, progress=False, log=_quiet)
     assert _files(store) == calls[1], "the store is exactly as before the failed commit"

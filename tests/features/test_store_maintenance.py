@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import features.store
-from features.extract import extract_codes
-from features.loader import ImageRef
-from features.maintenance import compact, info, repair, verify
-from features.shards import SHARD_DIR, read_index, write_index, write_shard
+import features.store.reader
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.synthetic import make_dataset
 from features.store import FeatureStore, StoreError, StoreWriter
-from features.synthetic import make_dataset
+from features.store.maintenance import compact, info, repair, verify
+from features.store.shards import SHARD_DIR, read_index, write_index, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command
 
@@ -217,15 +217,15 @@ def test_compact_merges_shards_without_changing_a_code(clean, store):
 
 
 def test_reader_opening_during_a_compaction_reads_the_new_index(clean, store, monkeypatch):
-    real = features.store.read_index
+    real = features.store.reader.read_index
 
     def compacted_meanwhile(root: Path):
         state = real(root)
-        monkeypatch.setattr(features.store, "read_index", real)
+        monkeypatch.setattr(features.store.reader, "read_index", real)
         compact(root, target_rows=64, log=_quiet)  # deletes every shard `state` lists
         return state
 
-    monkeypatch.setattr(features.store, "read_index", compacted_meanwhile)
+    monkeypatch.setattr(features.store.reader, "read_index", compacted_meanwhile)
     with FeatureStore(store) as reader:
         assert len(reader.state.shards) == 1
         assert reader.get(clean.hashes).tobytes() == clean.codes.tobytes()
@@ -235,9 +235,9 @@ def test_reader_opening_during_a_compaction_reads_the_new_index(clean, store, mo
 @pytest.mark.parametrize(
     "point",
     [
-        KillPoint("features.maintenance.write_shard", "after"),
-        KillPoint("features.shards.publish", "before", 1, "index"),
-        KillPoint("features.store.StoreWriter.replace_shards", "after"),
+        KillPoint("features.store.maintenance.write_shard", "after"),
+        KillPoint("features.store.shards.publish", "before", 1, "index"),
+        KillPoint("features.store.writer.StoreWriter.replace_shards", "after"),
     ],
     ids=["merged_shard_written", "index_tmp_written", "index_replaced_old_shards_left"],
 )

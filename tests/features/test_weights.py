@@ -22,10 +22,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from classifiers.persist import HeadError, load_head, save_head
-from features.backbones import BACKBONES
-from features.download import DownloadError, download_dataset, unpack_archive
-from features.fingerprint import Fingerprint
-from features.weights import WeightsError, file_sha256, resolve_weights
+from features.compute.backbones import BACKBONES
+from features.compute.weights import WeightsError, resolve_weights
+from features.data.download import DownloadError, download_dataset, unpack_archive
+from features.files import file_sha256
+from features.store.fingerprint import Fingerprint
 
 VGG16 = BACKBONES["vgg16"]
 

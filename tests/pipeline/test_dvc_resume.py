@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.maintenance import verify
-from features.shards import read_index
-from features.synthetic import make_dataset
+from features.data.synthetic import make_dataset
+from features.store.maintenance import verify
+from features.store.shards import read_index
 from pipeline.workspace import create_workspace, run_in, workspace_env
 from tests.conftest import SMALL_EXTRACT
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from features.synthetic import make_dataset, make_image
+from features.data.synthetic import make_dataset, make_image
 from pipeline.workspace import create_workspace, run_in
 from tests.conftest import SMALL_EXTRACT
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from features.extract import extract_codes
-from features.loader import ImageRef
-from features.manifest import build_manifest, write_manifest
-from features.scan import scan_dataset
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.manifest import build_manifest, write_manifest
+from features.data.scan import scan_dataset
 from pipeline.cli import EXIT_USER_ERROR, one_line
 from pipeline.workspace import PROJECT_ROOT, merge, workspace_env
 from tests.conftest import LIMITS, SMALL_CONFIG

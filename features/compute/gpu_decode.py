@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from features.images import ImageLimits
-from features.loader import Failure, decode_item
-from features.preprocess import Preprocessing, resized_size
+from features.compute.loader import Failure, decode_item
+from features.data.images import ImageLimits
+from features.data.preprocess import Preprocessing, resized_size
 
 __all__ = ["DeviceDecoded", "decode_on_device", "resize_crop_tensor"]
 

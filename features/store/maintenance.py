@@ -14,18 +14,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.fingerprint import Fingerprint
-from features.shards import (
+from features.store.fingerprint import Fingerprint
+from features.store.shards import (
     INDEX_NAME,
     SHARD_DIR,
-    TMP_PREFIX,
     ShardRecord,
     read_index,
     read_shard_hashes,
     write_shard,
 )
-from features.store import FeatureStore, StoreWriter
-from features.weights import file_sha256
+from features.store.reader import FeatureStore
+from features.store.writer import StoreWriter
+from features.files import TMP_PREFIX, file_sha256
 
 __all__ = ["Problem", "VerifyReport", "compact", "info", "repair", "verify"]
 

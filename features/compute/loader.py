@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from features.images import ImageLimits, ImageRejected, _draft_size, decode_rgb
-from features.preprocess import Preprocessing, resize_crop, to_uint8_chw
+from features.data.images import ImageLimits, ImageRejected, _draft_size, decode_rgb
+from features.data.preprocess import Preprocessing, resize_crop, to_uint8_chw
+from features.store.shards import Failure
 
 __all__ = ["Batch", "DecodedImages", "Failure", "ImageRef", "make_loader"]
 
@@ -28,20 +29,6 @@ class ImageRef:
 
     sha256: str
     path: Path
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An image that produced no pixels this run.
-
-    ``permanent`` failures depend only on the bytes (a corrupt file) and are recorded in
-    the store so reruns skip them; others (the file changed or vanished) are retried.
-    """
-
-    sha256: str
-    reason: str
-    detail: str
-    permanent: bool
 
 
 @dataclass

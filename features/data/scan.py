@@ -29,7 +29,7 @@ import PIL
 from joblib import Parallel, delayed
 
 from features.errors import UserError
-from features.images import ImageLimits, ImageRejected, probe_image
+from features.data.images import ImageLimits, ImageRejected, probe_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",

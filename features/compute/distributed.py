@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from features.encoder import Encoder, cpu_allocator_tuned
-from features.extract import (
+from features.compute.encoder import Encoder, cpu_allocator_tuned
+from features.compute.extract import (
     Backend,
     DaskConfig,
     ExtractConfig,
@@ -31,11 +31,11 @@ from features.extract import (
     progress_bar,
     resolve_backend,
 )
-from features.fingerprint import Fingerprint
-from features.images import ImageLimits
-from features.loader import Failure, ImageRef, make_loader
-from features.prefetch import prepare_batch
-from features.shards import SHARD_DIR, ShardRecord, SkipRecord, write_shard
+from features.compute.loader import Failure, ImageRef, make_loader
+from features.compute.prefetch import prepare_batch
+from features.data.images import ImageLimits
+from features.store.fingerprint import Fingerprint
+from features.store.shards import SHARD_DIR, ShardRecord, SkipRecord, write_shard
 
 __all__ = ["PartitionResult", "extract_partition", "extract_with_dask"]
 
@@ -137,7 +137,7 @@ def extract_with_dask(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExtractReport:
-    """Like :func:`features.extract.extract_codes`, with one Dask task per partition."""
+    """Like :func:`features.compute.extract.extract_codes`, with one Dask task per partition."""
     from distributed import as_completed
 
     options = config.dask

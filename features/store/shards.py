@@ -27,14 +27,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.fingerprint import Fingerprint
-from features.weights import file_sha256
+from features.store.fingerprint import Fingerprint
+from features.files import file_sha256, publish, temporary_path
 
 __all__ = [
     "FORMAT",
     "INDEX_NAME",
     "SHARD_DIR",
     "IndexState",
+    "Failure",
     "ShardRecord",
     "SkipRecord",
     "read_index",
@@ -46,7 +47,6 @@ __all__ = [
 FORMAT = "vgg-feature-store/1"
 INDEX_NAME = "index.h5"
 SHARD_DIR = "shards"
-TMP_PREFIX = ".tmp-"
 HASH_DTYPE = "S64"  # hex SHA-256, readable by any HDF5 tool
 CHUNK_ROWS = 64  # 512 KiB per chunk at float16: fits h5py's chunk cache, cheap random reads
 
@@ -74,6 +74,20 @@ class SkipRecord:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """An image that produced no pixels this run.
+
+    ``permanent`` failures depend only on the bytes (a corrupt file) and are recorded in
+    the store so reruns skip them; others (the file changed or vanished) are retried.
+    """
+
+    sha256: str
+    reason: str
+    detail: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
 class IndexState:
     """The whole committed state of a store."""
 
@@ -85,26 +99,6 @@ class IndexState:
     @property
     def rows(self) -> int:
         return sum(shard.rows for shard in self.shards)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's data, or a directory's entries (a rename), to stable storage."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Make a fully written temporary file durable and visible under its final name."""
-    fsync_path(tmp)
-    os.replace(tmp, final)
-    fsync_path(final.parent)
-
-
-def temporary_path(directory: Path, suffix: str) -> Path:
-    return directory / f"{TMP_PREFIX}{secrets.token_hex(8)}{suffix}"
 
 
 @contextmanager

@@ -14,7 +14,6 @@ pickled code is refused rather than executed.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import urllib.error
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from features.backbones import BackboneSpec
+from features.compute.backbones import BackboneSpec
 from features.errors import UserError
+from features.files import file_sha256
 
-__all__ = ["ResolvedWeights", "WeightsError", "file_sha256", "resolve_weights"]
+__all__ = ["ResolvedWeights", "WeightsError", "resolve_weights"]
 
 RANDOM = "random"
 IMAGENET = "imagenet"
@@ -45,14 +45,6 @@ class ResolvedWeights:
     @property
     def is_random(self) -> bool:
         return self.state_dict is None
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _checkpoint_dir() -> Path:

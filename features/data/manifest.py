@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 
 from features.errors import UserError
-from features.scan import SKIPPED, SPLITS, USED, FileOutcome, class_folders
+from features.files import atomic_path
+from features.data.scan import SKIPPED, SPLITS, USED, FileOutcome, class_folders
 
 __all__ = [
     "DataReport",
@@ -224,13 +225,13 @@ def _write_csv(path: Path, header: Sequence[str], records: Iterable[dict[str, st
     records = list(records)
     for record in records:
         _check_relative(record["path"], path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+    ):
         writer = csv.DictWriter(stream, fieldnames=list(header))
         writer.writeheader()
         writer.writerows(records)
-    tmp.replace(path)
 
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow]) -> None:

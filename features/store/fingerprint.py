@@ -26,7 +26,7 @@ class Fingerprint:
     layer: str
     dim: int
     weights: str  # "sha256:<hex>" or "random:<seed>"
-    preprocessing: str  # canonical JSON of features.preprocess.Preprocessing.describe()
+    preprocessing: str  # canonical JSON of features.data.preprocess.Preprocessing.describe()
     precision: str  # compute precision of the forward pass: fp32, fp16 or bf16
     dtype: str  # storage dtype: float16 or float32
     torch: str

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.data.preprocess import Preprocessing
 from features.errors import UserError
-from features.preprocess import Preprocessing
 
 __all__ = [
     "DTYPES",

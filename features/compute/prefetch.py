@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from features.gpu_decode import decode_on_device
-from features.images import ImageLimits
-from features.loader import Batch, Failure
-from features.preprocess import Preprocessing
+from features.compute.gpu_decode import decode_on_device
+from features.compute.loader import Batch, Failure
+from features.data.images import ImageLimits
+from features.data.preprocess import Preprocessing
 
 __all__ = ["ReadyBatch", "prefetch", "prepare_batch"]
 

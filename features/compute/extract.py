@@ -20,22 +20,22 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from features.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
-from features.committer import CommitStats, Committer
-from features.encoder import (
+from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
+from features.compute.encoder import (
     DTYPES,
     Encoder,
     cpu_allocator_tuned,
     resolve_device,
     resolve_precision,
 )
-from features.fingerprint import Fingerprint
-from features.images import ImageLimits
-from features.loader import Batch, Failure, ImageRef, decode_item, make_loader
-from features.prefetch import ReadyBatch, prefetch, prepare_batch
-from features.preprocess import Preprocessing
+from features.compute.loader import Batch, Failure, ImageRef, decode_item, make_loader
+from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
+from features.compute.weights import ResolvedWeights, resolve_weights
+from features.data.images import ImageLimits
+from features.data.preprocess import Preprocessing
 from features.store import StoreWriter
-from features.weights import ResolvedWeights, resolve_weights
+from features.store.committer import CommitStats, Committer
+from features.store.fingerprint import Fingerprint
 
 __all__ = [
     "Backend",

@@ -12,15 +12,21 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from features.encoder import PendingCodes
-from features.loader import Failure
-from features.shards import SkipRecord
-from features.store import StoreWriter
+from features.store.shards import Failure, SkipRecord
+from features.store.writer import StoreWriter
 
-__all__ = ["CommitStats", "Committer"]
+__all__ = ["CommitStats", "Committer", "HostCodes"]
+
+
+class HostCodes(Protocol):
+    """A batch of codes that may still be on its way to host memory."""
+
+    def numpy(self) -> np.ndarray:
+        """The codes, array of shape (n_images, dim), once they have landed."""
 
 _STOP = object()
 
@@ -56,7 +62,7 @@ class Committer:
         self._thread.start()
 
     def submit(
-        self, hashes: list[str], codes: PendingCodes | None, failures: list[Failure]
+        self, hashes: list[str], codes: HostCodes | None, failures: list[Failure]
     ) -> None:
         self._raise_if_failed()
         self._queue.put((hashes, codes, failures))

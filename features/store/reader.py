@@ -1,0 +1,181 @@
+"""Reader: codes keyed by image SHA-256, read from one committed generation of a store.
+
+:class:`FeatureStore` reads a snapshot (the index as it was when opened) without any lock,
+so heads train while extraction runs. See :mod:`features.store.shards` for the on-disk
+layout and why it survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from features.store.errors import StoreError
+from features.store.fingerprint import Fingerprint
+from features.store.shards import INDEX_NAME, SHARD_DIR, SkipRecord, read_index
+
+__all__ = ["FeatureStore"]
+
+_CHUNK_CACHE_BYTES = 16 << 20
+_LOAD_ATTEMPTS = 3  # a reader racing a compaction or repair reads the new index
+
+
+def _open_shard(path: Path) -> h5py.File:
+    return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+
+
+def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of ``dataset``: one slab read when they are dense."""
+    first, last = int(rows[0]), int(rows[-1]) + 1
+    if len(rows) * 4 >= last - first:
+        return dataset[first:last][rows - first]
+    return dataset[rows]
+
+
+class FeatureStore:
+    """Read-only view of one committed generation of a store.
+
+    Parameters
+    ----------
+    root : path of the store directory.
+    expected : fingerprint the caller's codes must match; a mismatch is refused.
+    """
+
+    def __init__(self, root: Path, expected: Fingerprint | None = None) -> None:
+        self.root = Path(root)
+        if not (self.root / INDEX_NAME).is_file():
+            raise StoreError(f"no feature store at {self.root}: run the extract stage first")
+        self._handles: dict[str, h5py.File] = {}
+        self._load()
+        if expected is not None:
+            self.fingerprint.require_same(expected, f"store {self.root}")
+
+    def _load(self) -> None:
+        """Read the index and open every shard it lists.
+
+        Compaction and repair delete shards right after publishing an index without them,
+        so a shard missing between our reading the index and opening it means a newer
+        index exists: read again. Only a shard missing every time is damage.
+        """
+        for attempt in range(_LOAD_ATTEMPTS):
+            self.close()
+            try:
+                self.state = read_index(self.root)
+                per_shard = [self._shard(s.name)["hashes"][:] for s in self.state.shards]
+                break
+            except FileNotFoundError as error:
+                if attempt + 1 < _LOAD_ATTEMPTS:
+                    continue
+                raise self._unreadable(error) from error
+            except (OSError, KeyError, ValueError) as error:
+                raise self._unreadable(error) from error
+        sizes = [len(hashes) for hashes in per_shard]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._hashes = np.concatenate(per_shard) if per_shard else np.empty(0, dtype="S64")
+        self._sorted = np.argsort(self._hashes, kind="stable")
+
+    def _unreadable(self, error: Exception) -> StoreError:
+        return StoreError(
+            f"cannot read store {self.root}: {error}. "
+            f"Run `python -m pipeline.store verify {self.root}`."
+        )
+
+    def _shard(self, name: str) -> h5py.File:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = _open_shard(self.root / SHARD_DIR / name)
+        return handle
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self.state.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self.fingerprint.dim
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    @property
+    def hashes(self) -> list[str]:
+        """Every stored hash, in store order."""
+        return [value.decode() for value in self._hashes]
+
+    @property
+    def skipped(self) -> dict[str, SkipRecord]:
+        return {record.sha256: record for record in self.state.skipped}
+
+    def _positions(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.array(list(hashes), dtype="S64")
+        if len(self._hashes) == 0:
+            return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+        slots = np.searchsorted(self._hashes, keys, sorter=self._sorted)
+        slots = np.minimum(slots, len(self._hashes) - 1)
+        rows = self._sorted[slots]
+        return rows, self._hashes[rows] == keys
+
+    def contains(self, hashes: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which of ``hashes`` have codes."""
+        return self._positions(hashes)[1]
+
+    def get(self, hashes: Sequence[str]) -> np.ndarray:
+        """Codes for ``hashes``, in that order: array of shape (len(hashes), dim)."""
+        rows, found = self._positions(hashes)
+        if not found.all():
+            missing = [h for h, ok in zip(hashes, found, strict=True) if not ok]
+            raise StoreError(
+                f"{len(missing)} of {len(hashes)} images have no codes in {self.root} "
+                f"(first: {missing[0]}); rerun the extract stage"
+            )
+        try:
+            return self._gather(rows)
+        except FileNotFoundError:
+            # A compaction replaced shards since we opened: same codes, new files.
+            self._load()
+            return self._gather(self._positions(hashes)[0])
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.dim), dtype=np.dtype(self.fingerprint.dtype))
+        shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for shard_index in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == shard_index)
+            local = rows[where] - self._offsets[shard_index]
+            unique, inverse = np.unique(local, return_inverse=True)
+            name = self.state.shards[shard_index].name
+            out[where] = _read_rows(self._shard(name)["codes"], unique)[inverse]
+        return out
+
+    def iter_chunks(
+        self, hashes: Sequence[str], chunk_rows: int = 4096
+    ) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        """Yield ``(hashes, codes)`` blocks of at most ``chunk_rows``: memory stays flat."""
+        for start in range(0, len(hashes), chunk_rows):
+            block = hashes[start : start + chunk_rows]
+            yield block, self.get(block)
+
+    def to_dask(self, chunk_rows: int = 4096):
+        """All codes, in store order, as a lazy ``dask.array`` (one block per shard slice)."""
+        import dask.array as da
+
+        if len(self) == 0:
+            return da.zeros((0, self.dim), dtype=self.fingerprint.dtype)
+        parts = [
+            da.from_array(self._shard(s.name)["codes"], chunks=(chunk_rows, self.dim))
+            for s in self.state.shards
+        ]
+        return da.concatenate(parts, axis=0)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

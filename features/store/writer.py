@@ -1,0 +1,196 @@
+"""Writer: the single writer of a store, turning each batch into one atomic commit.
+
+A commit is a new immutable shard, then a new index that lists it (the commit point), so
+a reader sees the previous commit or this one, never half. Opening hands over to
+:mod:`features.store.recovery` first, so every commit starts from a clean store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from features.files import file_sha256
+from features.store.errors import disk_full_is
+from features.store.fingerprint import Fingerprint
+from features.store.lock import StoreLock
+from features.store.recovery import indexed_hashes, recover
+from features.store.shards import (
+    SHARD_DIR,
+    IndexState,
+    ShardRecord,
+    SkipRecord,
+    read_shard_hashes,
+    write_index,
+    write_shard,
+)
+
+__all__ = ["StoreWriter"]
+
+
+class StoreWriter:
+    """The single writer of a store: lock, recover, then commit batches atomically.
+
+    Opening removes temporary files left by a killed writer and adopts complete shards
+    that were renamed into place but not yet indexed, so no finished work is lost.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        fingerprint: Fingerprint,
+        compression: str | None = None,
+        log: Callable[[str], None] = print,
+        ignore: Collection[str] = (),
+    ) -> None:
+        self.root = Path(root)
+        self.fingerprint = fingerprint
+        self.compression = compression
+        self.log = log
+        self._ignore = frozenset(ignore)  # indexed shards not to read: repair drops them
+        self._lock = StoreLock(self.root / "LOCK")
+        self._known: set[str] = set()
+        self.state: IndexState | None = None
+
+    def __enter__(self) -> StoreWriter:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        with disk_full_is(f"disk full while opening {self.root}; free space and rerun"):
+            found = recover(self.root, self.fingerprint, self._lock, self._ignore, self.log)
+            self.state, self._known = found.state, found.known
+            try:
+                if found.adopted:
+                    self._publish(replace(self.state, shards=self.state.shards + found.adopted))
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def close(self) -> None:
+        self._lock.release()
+
+    @property
+    def known(self) -> frozenset[str]:
+        return frozenset(self._known)
+
+    @property
+    def skipped(self) -> dict[str, SkipRecord]:
+        assert self.state is not None
+        return {record.sha256: record for record in self.state.skipped}
+
+    def _publish(self, state: IndexState) -> None:
+        state = replace(state, generation=state.generation + 1)
+        write_index(self.root, state)
+        self.state = state
+
+    def commit(
+        self, hashes: Sequence[str], codes: np.ndarray, skips: Iterable[SkipRecord] = ()
+    ) -> ShardRecord | None:
+        """Commit codes for ``hashes`` (rows of ``codes``) and skip records, all or nothing.
+
+        Hashes already in the store, or repeated within the batch, are dropped, so a
+        commit is idempotent and every hash is stored exactly once.
+        """
+        assert self.state is not None, "open() the writer first"
+        keep: list[int] = []
+        seen: set[str] = set()
+        for position, sha in enumerate(hashes):
+            if sha not in self._known and sha not in seen:
+                keep.append(position)
+                seen.add(sha)
+        new_skips = self._new_skips(skips, seen)
+        if not keep and not new_skips:
+            return None
+        kept_hashes = [hashes[i] for i in keep]
+        record = None
+        full = (
+            f"disk full while committing {len(keep)} rows to {self.root}; the store still "
+            f"holds its previous {self.state.rows} rows intact. Free space and rerun: only "
+            f"the missing images will be computed."
+        )
+        with disk_full_is(full):
+            if keep:
+                record = write_shard(
+                    self.root / SHARD_DIR,
+                    kept_hashes,
+                    np.ascontiguousarray(codes[keep], dtype=self.fingerprint.dtype),
+                    self.fingerprint,
+                    self.compression,
+                )
+            shards = self.state.shards + ((record,) if record else ())
+            self._publish(
+                replace(self.state, shards=shards, skipped=self.state.skipped + new_skips)
+            )
+        self._known.update(kept_hashes)
+        return record
+
+    def _new_skips(self, skips: Iterable[SkipRecord], arriving: set[str]) -> tuple[SkipRecord, ...]:
+        """Skip records not yet known, for images that have no codes and get none now."""
+        recorded = {s.sha256 for s in self.state.skipped} if self.state else set()
+        fresh: dict[str, SkipRecord] = {}
+        for skip in skips:
+            sha = skip.sha256
+            if sha not in self._known and sha not in arriving and sha not in recorded:
+                fresh.setdefault(sha, skip)
+        return tuple(fresh.values())
+
+    def commit_shards(
+        self, records: Sequence[ShardRecord], skips: Iterable[SkipRecord] = ()
+    ) -> int:
+        """Index shards that other processes wrote (Dask workers) in one atomic commit.
+
+        Each file must match its record's SHA-256 and add only new hashes; a shard that
+        would duplicate indexed rows is deleted instead. Returns the number of rows added.
+        """
+        assert self.state is not None, "open() the writer first"
+        accepted: list[ShardRecord] = []
+        arriving: set[str] = set()
+        for record in records:
+            path = self.root / SHARD_DIR / record.name
+            hashes = read_shard_hashes(path)
+            clash = self._known.intersection(hashes) or arriving.intersection(hashes)
+            if clash or file_sha256(path) != record.sha256 or len(set(hashes)) != len(hashes):
+                path.unlink(missing_ok=True)
+                self.log(f"store: refused {record.name}: duplicate rows or checksum mismatch")
+                continue
+            accepted.append(record)
+            arriving.update(hashes)
+        new_skips = self._new_skips(skips, arriving)
+        if not accepted and not new_skips:
+            return 0
+        with disk_full_is(f"disk full while indexing shards in {self.root}; rerun to adopt"):
+            self._publish(
+                replace(
+                    self.state,
+                    shards=self.state.shards + tuple(accepted),
+                    skipped=self.state.skipped + new_skips,
+                )
+            )
+        self._known.update(arriving)
+        return len(arriving)
+
+    def replace_shards(
+        self, removed: Sequence[str], added: Sequence[ShardRecord], drop_skips: Iterable[str] = ()
+    ) -> None:
+        """Swap shard records in one commit (compaction, repair); files are not touched."""
+        assert self.state is not None
+        gone = set(removed)
+        dropped = set(drop_skips)
+        kept = tuple(s for s in self.state.shards if s.name not in gone)
+        self._publish(
+            replace(
+                self.state,
+                shards=kept + tuple(added),
+                skipped=tuple(s for s in self.state.skipped if s.sha256 not in dropped),
+            )
+        )
+        self._known = set()
+        for shard in self.state.shards:
+            self._known.update(indexed_hashes(self.root, shard))
