@@ -55,7 +55,9 @@ class LogRegParams(HeadParams):
 class SVMParams(HeadParams):
     kernel: str = field(default="linear", metadata={"choices": ("linear", "rbf")})
     C: float = field(default=1.0, metadata={"min_exclusive": 0})
-    gamma: str | float = "scale"  # rbf only
+    gamma: str | float = field(  # rbf only
+        default="scale", metadata={"choices": ("scale", "auto"), "min_exclusive": 0}
+    )
     max_iter: int = field(default=5000, metadata={"min": 1})
     # Platt-scaled probabilities, so `predict` can print them; costs extra CV fits.
     probability: bool = True
@@ -64,7 +66,8 @@ class SVMParams(HeadParams):
 
 @dataclass(frozen=True)
 class MLPParams(HeadParams):
-    hidden: list[int] = field(default_factory=lambda: [256])  # the classic transfer recipe
+    # Units per hidden layer; one layer of 256 is the classic transfer recipe.
+    hidden: list[int] = field(default_factory=lambda: [256], metadata={"min": 1})
     alpha: float = field(default=1e-4, metadata={"min": 0})
     learning_rate_init: float = field(default=1e-3, metadata={"min_exclusive": 0})
     max_iter: int = field(default=200, metadata={"min": 1})

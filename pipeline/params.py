@@ -190,12 +190,53 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     )
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping repeats a key; PyYAML would silently keep the last one."""
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias met again, or a recursive one
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                _refuse_duplicate_keys(value, path, seen)
+                continue
+            dotted = f"{path}.{key.value}" if path else key.value
+            line = key.start_mark.line + 1
+            if key.value in lines:
+                raise _DuplicateKeyError(
+                    f"duplicate key {dotted!r} (lines {lines[key.value]} and {line}); keep one"
+                )
+            lines[key.value] = line
+            _refuse_duplicate_keys(value, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{i}]", seen)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice at any depth: with two
+    ``extract:`` sections, safe_load would quietly drop the first."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, "", set())
+        return self.construct_document(node)
+
+
 def load_params(path: Path = Path("params.yaml")) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project folder")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as error:
+        raise ParamsError(f"{path}: {error}") from error
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from error
     return validate(raw, str(path))

@@ -1,13 +1,18 @@
 """Validate plain YAML data against typed dataclasses, reporting every problem at once.
 
 A field's type hint says what is accepted; ``field(metadata=...)`` adds ``choices``,
-``min``, ``min_exclusive`` and ``max``. Errors name the key, the value given and what is
-allowed, so one run of the validator is enough to fix a params file.
+``min``, ``min_exclusive`` and ``max``, checked item by item for a list or tuple. With both
+choices and numeric bounds, a number need only fit the bounds (``gamma``: ``scale`` or a
+value > 0). A float must be finite: YAML's ``.nan`` or ``.inf`` turns every stored code
+into NaN or kills training with a traceback. Errors name the key, the value given and what
+is allowed, so one run of the validator is enough to fix a params file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 import types
 import typing
 from typing import Any, Union
@@ -15,6 +20,11 @@ from typing import Any, Union
 __all__ = ["SchemaError", "parse"]
 
 _MISSING = dataclasses.MISSING
+_BOUNDS = (
+    ("min", ">=", operator.ge),
+    ("min_exclusive", ">", operator.gt),
+    ("max", "<=", operator.le),
+)
 
 
 class SchemaError(Exception):
@@ -40,9 +50,8 @@ def _describe(hint: Any) -> str:
         return f"a mapping of names to {_describe(typing.get_args(hint)[1])}"
     if dataclasses.is_dataclass(hint):
         return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
@@ -84,10 +93,11 @@ def _convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         }
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float) and isinstance(value, bool):
-        problems.append(f"{key}: got {value!r}; allowed: {_describe(hint)}")
-        return None
-    if not isinstance(value, hint):
+    if (
+        (hint in (int, float) and isinstance(value, bool))
+        or not isinstance(value, hint)
+        or (hint is float and not math.isfinite(value))
+    ):
         problems.append(f"{key}: got {value!r}; allowed: {_describe(hint)}")
         return None
     return value
@@ -96,16 +106,21 @@ def _convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
 def _check_bounds(
     value: Any, meta: typing.Mapping[str, Any], key: str, problems: list[str]
 ) -> None:
-    if "choices" in meta and value not in meta["choices"]:
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_bounds(item, meta, f"{key}[{i}]", problems)
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    limits = [f"{op} {meta[name]}" for name, op, _ in _BOUNDS if name in meta]
+    if "choices" in meta and not (number and limits) and value not in meta["choices"]:
         allowed = ", ".join("null" if c is None else str(c) for c in meta["choices"])
+        if limits:
+            allowed += " or a value " + " and ".join(limits)
         problems.append(f"{key}: got {value!r}; allowed: one of {allowed}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "min" in meta and value < meta["min"]:
-            problems.append(f"{key}: got {value!r}; allowed: a value >= {meta['min']}")
-        if "min_exclusive" in meta and value <= meta["min_exclusive"]:
-            problems.append(f"{key}: got {value!r}; allowed: a value > {meta['min_exclusive']}")
-        if "max" in meta and value > meta["max"]:
-            problems.append(f"{key}: got {value!r}; allowed: a value <= {meta['max']}")
+    if number:
+        for name, op, holds in _BOUNDS:
+            if name in meta and not holds(value, meta[name]):
+                problems.append(f"{key}: got {value!r}; allowed: a value {op} {meta[name]}")
 
 
 def parse(cls: type, raw: dict[str, Any], where: str, problems: list[str] | None = None):

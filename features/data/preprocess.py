@@ -34,7 +34,8 @@ class Preprocessing:
     resize: int = field(default=256, metadata={"min": 32})  # shorter side before the crop
     crop: int = field(default=224, metadata={"min": 32})  # VGG16's native input; >= 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # Each channel is divided by its std: zero makes every code NaN.
+    std: tuple[float, float, float] = field(default=IMAGENET_STD, metadata={"min_exclusive": 0})
     jpeg_draft: bool = True  # decode big JPEGs at reduced DCT scale (never below `resize`)
 
     def describe(self) -> dict[str, object]:

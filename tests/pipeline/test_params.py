@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.params import ParamsError, load_params, validate
+from pipeline.schema import SchemaError, parse
 from pipeline.workspace import PROJECT_ROOT
 
 BASE = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
@@ -75,6 +78,44 @@ def test_the_project_params_are_valid():
         ({"extract__preprocessing__crop": 300}, "extract.preprocessing.crop: got 300; allowed:"),
         ({"heads__logreg__C": "high"}, "heads.logreg.C: got 'high'"),
         ({"heads__svm__kind": "forest"}, "heads.svm.kind: got 'forest'; allowed: one of"),
+        ({"heads__logreg__C": math.nan}, "heads.logreg.C: got nan; allowed: a finite number"),
+        ({"heads__logreg__C": math.inf}, "heads.logreg.C: got inf; allowed: a finite number"),
+        ({"heads__logreg__C": 0}, "heads.logreg.C: got 0.0; allowed: a value > 0"),
+        ({"heads__logreg__C": -1}, "heads.logreg.C: got -1.0; allowed: a value > 0"),
+        (
+            {"heads__logreg__grid": {"C": [0.1, math.nan]}},
+            "heads.logreg.grid.C: got nan; allowed: a finite number",
+        ),
+        (
+            {"heads__logreg__grid": {"C": [0.1, 0]}},
+            "heads.logreg.grid.C: got 0.0; allowed: a value > 0",
+        ),
+        (
+            {"split__test_fraction": math.nan},
+            "split.test_fraction: got nan; allowed: a finite number",
+        ),
+        (
+            {"extract__commit_seconds": -math.inf},
+            "extract.commit_seconds: got -inf; allowed: a finite number",
+        ),
+        (
+            {"extract__preprocessing__mean": [0.5, math.nan, 0.5]},
+            "extract.preprocessing.mean[1]: got nan; allowed: a finite number",
+        ),
+        (
+            {"extract__preprocessing__std": [0.2, 0.2, -0.1]},
+            "extract.preprocessing.std[2]: got -0.1; allowed: a value > 0",
+        ),
+        (
+            {"heads__svm__gamma": math.nan},
+            "heads.svm.gamma: got nan; allowed: a string or a finite number",
+        ),
+        ({"heads__svm__gamma": -1}, "heads.svm.gamma: got -1.0; allowed: a value > 0"),
+        (
+            {"heads__svm__gamma": "large"},
+            "heads.svm.gamma: got 'large'; allowed: one of scale, auto or a value > 0",
+        ),
+        ({"heads__mlp__hidden": [256, 0]}, "heads.mlp.hidden[1]: got 0; allowed: a value >= 1"),
     ],
     ids=[
         "unknown-key",
@@ -92,6 +133,20 @@ def test_the_project_params_are_valid():
         "crop-above-resize",
         "head-option-type",
         "head-kind",
+        "nan-C",
+        "inf-C",
+        "zero-C",
+        "negative-C",
+        "nan-in-grid",
+        "zero-in-grid",
+        "nan-fraction",
+        "minus-inf-seconds",
+        "nan-in-mean",
+        "negative-std",
+        "nan-gamma",
+        "negative-gamma",
+        "unknown-gamma",
+        "zero-hidden-layer",
     ],
 )
 def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed(changes, expected):
@@ -137,3 +192,58 @@ def test_valid_file_loads(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(_with(data__limits__min_side=32)))
     assert load_params(Path(path)).data.limits.min_side == 32
+
+
+def test_a_zero_std_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_with(extract__preprocessing__std=[0, 0.2, 0.2])))
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert "extract.preprocessing.std[0]: got 0.0; allowed: a value > 0" in str(error.value)
+
+
+@dataclass(frozen=True)
+class _Floats:
+    by_name: dict[str, float]
+    pairs: list[tuple[float, float]]
+
+
+def test_non_finite_floats_are_refused_at_any_depth():
+    with pytest.raises(SchemaError) as error:
+        parse(_Floats, {"by_name": {"a": 1, "b": math.nan}, "pairs": [[1, 2], [3, -math.inf]]}, "t")
+    assert error.value.problems == [
+        "t.by_name.b: got nan; allowed: a finite number",
+        "t.pairs[1][1]: got -inf; allowed: a finite number",
+    ]
+
+
+@pytest.mark.parametrize("text", [".nan", ".NaN", ".inf", "-.Inf"])
+def test_yaml_non_finite_spellings_are_refused(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        (PROJECT_ROOT / "params.yaml").read_text().replace("    C: 1.0", f"    C: {text}", 1)
+    )
+    with pytest.raises(ParamsError, match=r"heads\.logreg\.C: got -?(nan|inf); allowed: a finite"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "paths: {}\ndata: {root: a}\nextract: {batch_size: 8}\nheads: {}\nextract: {}\n",
+            "params.yaml: duplicate key 'extract' (lines 3 and 5); keep one",
+        ),
+        (
+            "heads:\n  logreg:\n    C: 1.0\n    max_iter: 10\n    C: 2.0\n",
+            "params.yaml: duplicate key 'heads.logreg.C' (lines 3 and 5); keep one",
+        ),
+    ],
+    ids=["top-level", "nested"],
+)
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == expected.replace("params.yaml", str(path))
