@@ -172,13 +172,31 @@ def test_a_missing_head_is_a_user_error(tmp_path):
 # Dataset archives: fetched from a file:// URL, so no network is involved.
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
+def _tar(path: Path, members: dict[str, bytes | tarfile.TarInfo]) -> Path:
+    """A gzipped tar of files (bytes) and links or folders (a TarInfo), in this order."""
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            if isinstance(data, tarfile.TarInfo):
+                data.name = name
+                tar.addfile(data)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def _entry(kind: bytes, target: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo()
+    info.type, info.linkname, info.mode = kind, target, mode
+    return info
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 def _sha256(path: Path) -> str:
@@ -216,14 +234,104 @@ def test_an_archive_escaping_its_destination_is_refused(tmp_path, member):
     assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
 
 
-def test_an_absolute_member_is_kept_inside_the_destination(tmp_path):
+def test_an_absolute_member_is_refused(tmp_path):
     outside = tmp_path / "outside.txt"
     archive = _tar(tmp_path / "absolute.tgz", {"top/ok.txt": b"ok", str(outside): b"pwned"})
     destination = tmp_path / "data" / "flowers"
     destination.parent.mkdir(parents=True)
-    unpack_archive(archive, destination)
+    with pytest.raises(DownloadError) as error:
+        unpack_archive(archive, destination)
+    assert f"refused to unpack {archive}: member {str(outside)!r} has an absolute path" == str(
+        error.value
+    )
     assert not outside.exists()
-    assert (destination / outside.relative_to("/")).read_bytes() == b"pwned"
+    assert not destination.exists()
+
+
+@pytest.mark.parametrize(
+    ("members", "named"),
+    [
+        ({"flower_photos": _entry(tarfile.SYMTYPE, ".")}, "flower_photos"),
+        ({"top/a.jpg": b"rose", "a.jpg": _entry(tarfile.LNKTYPE, "top/a.jpg")}, "a.jpg"),
+    ],
+    ids=["symlink-to-itself", "hardlink"],
+)
+def test_a_link_at_the_top_level_is_refused(tmp_path, members, named):
+    archive = _tar(tmp_path / "links.tgz", members)
+    destination = tmp_path / "data" / "flowers"
+    destination.parent.mkdir(parents=True)
+    with pytest.raises(DownloadError, match=f"'{named}' is a link at the top level"):
+        unpack_archive(archive, destination)
+    assert not destination.exists() and not destination.is_symlink()
+    assert sorted(p.name for p in destination.parent.iterdir()) == [], "no leftovers"
+
+
+@pytest.mark.parametrize(
+    ("members", "named"),
+    [
+        ({"top/up": _entry(tarfile.SYMTYPE, "..")}, "top/up"),
+        ({"other/x": b"x", "top/x": _entry(tarfile.SYMTYPE, "../other/x")}, "top/x"),
+        ({"other/x": b"x", "top/x": _entry(tarfile.LNKTYPE, "other/x")}, "top/x"),
+        (  # each link looks harmless when it is unpacked; together they leave "top"
+            {"top/y": _entry(tarfile.SYMTYPE, "d/../y"), "top/d": _entry(tarfile.SYMTYPE, ".")},
+            "top/y",
+        ),
+    ],
+    ids=["up", "sibling-symlink", "sibling-hardlink", "through-a-later-link"],
+)
+def test_a_link_leaving_its_own_top_level_folder_is_refused(tmp_path, members, named):
+    archive = _tar(tmp_path / "links.tgz", members)
+    destination = tmp_path / "data" / "flowers"
+    destination.parent.mkdir(parents=True)
+    with pytest.raises(DownloadError, match=f"'{named}' is a link to .* outside 'top'"):
+        unpack_archive(archive, destination)
+    assert not destination.exists()
+
+
+def test_links_inside_their_folder_are_kept(tmp_path):
+    archive = _tar(
+        tmp_path / "links.tgz",
+        {
+            "top/roses/a.jpg": b"rose",
+            "top/latest.jpg": _entry(tarfile.SYMTYPE, "roses/a.jpg"),
+            "top/copy.jpg": _entry(tarfile.LNKTYPE, "top/roses/a.jpg"),
+        },
+    )
+    destination = tmp_path / "data" / "flowers"
+    destination.parent.mkdir(parents=True)
+    unpack_archive(archive, destination)
+    assert (destination / "latest.jpg").is_symlink()
+    assert (destination / "latest.jpg").read_bytes() == b"rose"
+    assert (destination / "copy.jpg").read_bytes() == b"rose"
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"a": _entry(tarfile.DIRTYPE, mode=0o700), "a/x.jpg": b"x", "b/y.jpg": b"y"},
+        {"top": _entry(tarfile.DIRTYPE, mode=0o700), "top/a/x.jpg": b"x", "top/b/y.jpg": b"y"},
+    ],
+    ids=["several-top-entries", "one-top-folder"],
+)
+def test_unpacked_folders_are_readable_by_everyone(tmp_path, umask_022, members):
+    archive = _tar(tmp_path / "flowers.tgz", members)
+    destination = tmp_path / "data" / "flowers"
+    destination.parent.mkdir(parents=True)
+    unpack_archive(archive, destination)
+    for folder in (destination, destination / "a", destination / "b"):
+        assert folder.stat().st_mode & 0o055 == 0o055, f"{folder}: {folder.stat().st_mode:o}"
+
+
+def test_a_destination_left_as_a_link_by_an_earlier_version_is_replaced(tmp_path):
+    destination = tmp_path / "data" / "flowers"
+    destination.parent.mkdir(parents=True)
+    (destination.parent / "keep.txt").write_text("other data")
+    destination.symlink_to(".")
+    archive = _tar(tmp_path / "flowers.tgz", {"flower_photos/roses/a.jpg": b"rose"})
+    unpack_archive(archive, destination)
+    assert not destination.is_symlink()
+    assert (destination / "roses" / "a.jpg").read_bytes() == b"rose"
+    assert (destination.parent / "keep.txt").read_text() == "other data"
 
 
 def test_an_archive_with_an_escaping_symlink_is_refused(tmp_path):
