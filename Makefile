@@ -42,7 +42,7 @@ format: setup  ## apply ruff fixes and formatting
 	ruff format .
 
 bench: setup  ## CPU benchmarks: extraction vs the naive loop, memory at two sizes
-	python bench/extract_bench.py --device cpu --limit 200
+	python -m bench.extract --device cpu --limit 200
 	python bench/memory_bench.py
 
 clean-demo:  ## remove the demo workspace

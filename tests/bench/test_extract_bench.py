@@ -1,4 +1,4 @@
-"""Smoke tests of bench/extract_bench.py: it runs end to end on CPU and imports no dask/dvc."""
+"""Smoke tests of python -m bench.extract: it runs end to end on CPU and imports no dask/dvc."""
 
 from __future__ import annotations
 
@@ -10,35 +10,28 @@ from pathlib import Path
 
 import pytest
 
+from bench.extract.__main__ import main
+from bench.extract.data import build_image_tree, list_images, select
 from features.data.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def bench(monkeypatch):
-    # On sys.path (not loaded from a file location) so spawned replica workers can import it.
-    monkeypatch.syspath_prepend(str(REPO / "bench"))
-    import extract_bench
-
-    return extract_bench
-
-
-def test_selection_is_even_per_class_and_reads_split_folders(tmp_path, bench):
+def test_selection_is_even_per_class_and_reads_split_folders(tmp_path):
     make_dataset(tmp_path / "train", per_class=5)
     make_dataset(tmp_path / "test", per_class=2, start=5)
-    sources = bench.list_images(tmp_path)
+    sources = list_images(tmp_path)
     assert len(sources) == 28
-    chosen = bench.select(sources, 10)
+    chosen = select(sources, 10)
     counts = {label: sum(s.label == label for s in chosen) for label in {s.label for s in chosen}}
     assert sorted(counts.values()) == [2, 2, 3, 3]
-    assert bench.select(sources, None) == sources
+    assert select(sources, None) == sources
 
 
-def test_replicas_are_distinct_files_of_the_same_size(tmp_path, bench):
+def test_replicas_are_distinct_files_of_the_same_size(tmp_path):
     make_dataset(tmp_path / "data", per_class=1, classes=("circles", "squares"))
-    chosen = bench.list_images(tmp_path / "data")
-    images = bench.build_image_tree(chosen, tmp_path / "work", replicate=3)
+    chosen = list_images(tmp_path / "data")
+    images = build_image_tree(chosen, tmp_path / "work", replicate=3)
     assert len(images.paths) == 6 and sum(images.original) == 2
     hashes = {hashlib.sha256(path.read_bytes()).hexdigest() for path in images.paths}
     assert len(hashes) == 6, "the store deduplicates by hash: every copy must differ"
@@ -48,16 +41,16 @@ def test_replicas_are_distinct_files_of_the_same_size(tmp_path, bench):
     assert len(sizes) == 1
 
 
-def test_missing_data_says_how_to_get_it(tmp_path, bench):
+def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(SystemExit, match="--export-subset"):
-        bench.main(["--data", str(tmp_path / "nowhere")])
+        main(["--data", str(tmp_path / "nowhere")])
 
 
-def test_bench_runs_end_to_end_on_cpu(tmp_path, bench, capsys):
+def test_bench_runs_end_to_end_on_cpu(tmp_path, capsys):
     """Every stage on 8 generated JPEGs: naive child, ours, model, decode, precision."""
     make_dataset(tmp_path / "data", per_class=2)
     output = tmp_path / "result.json"
-    result = bench.main(
+    result = main(
         [
             "--device",
             "cpu",
@@ -95,8 +88,8 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path, bench, capsys):
 
 def test_bench_and_what_it_imports_need_no_dask_or_dvc():
     code = (
-        "import sys; sys.path[:0] = ['bench', '.']\n"
-        "import extract_bench\n"
+        "import sys; sys.path[:0] = ['.']\n"
+        "import bench.extract.__main__\n"
         "import features.compute, features.compute.gpu_decode, features.store, classifiers.heads\n"
         "import sklearn.model_selection\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'dvc'))\n"
