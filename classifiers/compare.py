@@ -12,6 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+from features.files import atomic_open, atomic_path, write_text
 
 __all__ = [
     "load_head_metrics",
@@ -85,8 +88,17 @@ def write_markdown(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
             f"| {m['model_bytes'] / 1024:.0f} |"
         )
     lines += ["", f"Best: **{ranked[0]}**.", ""]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
+
+
+def _save(figure: Figure, path: Path) -> None:
+    """Render to a temporary PNG, then rename: a reader never opens a truncated image."""
+    try:
+        figure.tight_layout()
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def plot_confusion(path: Path, head: str, confusion: dict[str, Any], random: bool) -> None:
@@ -101,10 +113,7 @@ def plot_confusion(path: Path, head: str, confusion: dict[str, Any], random: boo
         colour = "white" if value > matrix.max() / 2 else "black"
         axes.text(column, row, str(value), ha="center", va="center", color=colour)
     axes.set_title(f"{head}" + (" (random weights)" if random else ""))
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_accuracy_vs_fit_time(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
@@ -122,16 +131,12 @@ def plot_accuracy_vs_fit_time(path: Path, metrics: dict[str, dict[str, Any]]) ->
     random = any(m.get("random_weights") for m in metrics.values())
     axes.set_title("accuracy vs fit time" + (" (random weights)" if random else ""))
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def write_tradeoff_csv(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
     """The accuracy/fit-time points as data, for DVC's scatter template."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as stream:
+    with atomic_open(path, newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["head", "fit_seconds", "accuracy"])
         for head in _ranked(metrics):

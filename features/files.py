@@ -14,9 +14,11 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 __all__ = [
     "TMP_PREFIX",
+    "atomic_open",
     "atomic_path",
     "file_sha256",
     "fsync_path",
@@ -71,6 +73,16 @@ def atomic_path(final: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(final: Path, mode: str = "w", **options: Any) -> Iterator[IO[Any]]:
+    """``open(final, mode)``, but written to a temporary file that replaces ``final`` whole.
+
+    The stream is closed before the rename, so what becomes visible is complete.
+    """
+    with atomic_path(final) as tmp, open(tmp, mode, **options) as stream:
+        yield stream
 
 
 def write_bytes(path: Path, data: bytes) -> None:

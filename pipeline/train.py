@@ -16,7 +16,7 @@ from classifiers.persist import save_head
 from features.compute.extract import random_weights_banner
 from features.data.manifest import read_manifest
 from features.errors import UserError
-from features.files import write_json
+from features.files import atomic_open, write_json
 from features.store import FeatureStore
 from pipeline.cli import run
 from pipeline.params import load_params
@@ -24,8 +24,7 @@ from pipeline.params import load_params
 
 def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None:
     """One row per test image, the input of DVC's confusion-matrix template."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as stream:
+    with atomic_open(path, newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["sha256", "actual", "predicted"])
         writer.writerows(zip(hashes, actual, predicted, strict=True))

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 
-from features.errors import UserError
-from features.files import atomic_path
 from features.data.scan import SKIPPED, SPLITS, USED, FileOutcome, class_folders
+from features.errors import UserError
+from features.files import atomic_open
 
 __all__ = [
     "DataReport",
@@ -225,10 +225,7 @@ def _write_csv(path: Path, header: Sequence[str], records: Iterable[dict[str, st
     records = list(records)
     for record in records:
         _check_relative(record["path"], path)
-    with (
-        atomic_path(path) as tmp,
-        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
-    ):
+    with atomic_open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(header))
         writer.writeheader()
         writer.writerows(records)
