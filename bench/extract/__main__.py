@@ -18,14 +18,12 @@ import torch
 import bench.extract
 from bench.extract import REPO
 from bench.extract.data import (
-    DEFAULT_DATA,
     build_image_tree,
     dataset_record,
     describe_images,
     export_subset,
     hash_files,
-    list_images,
-    missing_data_message,
+    resolve_data,
     select,
     spread,
 )
@@ -53,7 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--limit", type=int, default=None, help="source images (even per class)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="default: ../shared/datasets/flower_photos, else data/flower_photos (make run), "
+        "else generated images",
+    )
     parser.add_argument(
         "--replicate",
         type=int,
@@ -96,12 +100,21 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
     if args.naive_child is not None:
         naive_child(args.naive_child)
         return None
-    data = args.data if args.data.is_absolute() else Path.cwd() / args.data
-    sources = list_images(data) if data.is_dir() else []
-    if not sources:
-        raise SystemExit(missing_data_message(data))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="extract_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, argv, work)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> dict[str, object] | None:
+    """Everything but the naive child, in ``work`` (which holds generated images, if any)."""
+    data = resolve_data(args.data, work, args.limit)
+    say(f"data source: {data.description}")
     if args.export_subset is not None:
-        copied = export_subset(sources, args.export_subset, args.per_class)
+        copied = export_subset(data.sources, args.export_subset, args.per_class)
         say(f"copied {copied} images to {args.export_subset}")
         return None
 
@@ -110,60 +123,50 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
     load_at_start = [round(v, 2) for v in os.getloadavg()]
     setup = resolve_setup(args)
     device, config, precision = setup.device, setup.config, setup.precision
-    chosen = select(sources, args.limit)
-    say(f"extract_bench on {device}: {len(chosen)} source images from {data}")
+    chosen = select(data.sources, args.limit)
+    say(f"extract_bench on {device}: {len(chosen)} source images from {data.root}")
     weights_note = RANDOM_WEIGHTS_NOTE if config.weights == "random" else config.weights
     say(f"weights: {weights_note}")
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="extract_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        images = build_image_tree(chosen, work, args.replicate)
-        started = time.perf_counter()
-        hashes = hash_files(images.paths)
-        hash_seconds = time.perf_counter() - started
-        refs = [ImageRef(sha, path) for sha, path in zip(hashes, images.paths, strict=True)]
-        dataset = describe_images(images)
-        say(
-            f"{dataset['images']} images ({dataset['bytes_total'] / 1e6:.0f} MB, median long "
-            f"side {dataset['long_side_median_px']} px), hashed in {hash_seconds:.1f} s"
-        )
-        originals = spread(
-            [i for i, flag in enumerate(images.original) if flag], args.precision_images
+    images = build_image_tree(chosen, work, args.replicate)
+    started = time.perf_counter()
+    hashes = hash_files(images.paths)
+    hash_seconds = time.perf_counter() - started
+    refs = [ImageRef(sha, path) for sha, path in zip(hashes, images.paths, strict=True)]
+    dataset = describe_images(images)
+    say(
+        f"{dataset['images']} images ({dataset['bytes_total'] / 1e6:.0f} MB, median long "
+        f"side {dataset['long_side_median_px']} px), hashed in {hash_seconds:.1f} s"
+    )
+    originals = spread([i for i, flag in enumerate(images.original) if flag], args.precision_images)
+
+    say("decode only ...")
+    keep = {hashes[i] for i in originals}
+    decode, kept_pixels = measure_decode(refs, config, setup.limits, device, keep)
+    for name, entry in decode.items():
+        say(f"  {name}: {entry['images_per_s']:.1f} images/s")
+
+    naive_runs: list[dict[str, object]] = []
+    ours_runs: list[dict[str, object]] = []
+    model_only: dict[str, object] | None = None
+    if not args.precision_only:
+        keep_names = [images.paths[i].name for i in originals]
+        naive_runs, ours_runs, model_only = run_rounds(
+            setup, images, refs, work, keep_names, args.model_seconds, args.skip_naive
         )
 
-        say("decode only ...")
-        keep = {hashes[i] for i in originals}
-        decode, kept_pixels = measure_decode(refs, config, setup.limits, device, keep)
-        for name, entry in decode.items():
-            say(f"  {name}: {entry['images_per_s']:.1f} images/s")
-
-        naive_runs: list[dict[str, object]] = []
-        ours_runs: list[dict[str, object]] = []
-        model_only: dict[str, object] | None = None
-        if not args.precision_only:
-            keep_names = [images.paths[i].name for i in originals]
-            naive_runs, ours_runs, model_only = run_rounds(
-                setup, images, refs, work, keep_names, args.model_seconds, args.skip_naive
-            )
-
-        naive_codes = None
-        if naive_runs:
-            naive_result = naive_runs[-1]
-            loaded = np.load(naive_result["codes_path"])
-            position = {name: i for i, name in enumerate(naive_result["names"])}
-            naive_codes = loaded[[position[images.paths[i].name] for i in originals]]
-        candidates = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
-        if precision != "fp32" and precision not in candidates:
-            candidates.append(precision)
-        pixels = torch.stack([kept_pixels[hashes[i]] for i in originals])
-        labels = [images.labels[i] for i in originals]
-        precision_result = measure_precision(
-            pixels, labels, config, device, candidates, naive_codes
-        )
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    naive_codes = None
+    if naive_runs:
+        naive_result = naive_runs[-1]
+        loaded = np.load(naive_result["codes_path"])
+        position = {name: i for i, name in enumerate(naive_result["names"])}
+        naive_codes = loaded[[position[images.paths[i].name] for i in originals]]
+    candidates = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
+    if precision != "fp32" and precision not in candidates:
+        candidates.append(precision)
+    pixels = torch.stack([kept_pixels[hashes[i]] for i in originals])
+    labels = [images.labels[i] for i in originals]
+    precision_result = measure_precision(pixels, labels, config, device, candidates, naive_codes)
 
     results: dict[str, object] = {}
     targets: dict[str, object] = {}
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, object] | None:
         + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": info,
         "notes": args.note,
-        "dataset": dataset_record(dataset, args.data, len(chosen), args.replicate),
+        "dataset": dataset_record(dataset, data, len(chosen), args.replicate),
         "weights": weights_note,
         "random_weights": config.weights == "random",
         "settings": setup.record(),

@@ -15,15 +15,29 @@ from pathlib import Path
 from bench.extract import REPO
 from bench.extract.report import say
 
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "flower_photos"
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
+# Without --data, the first of these that holds images; generated ones when none does.
+DATASETS = (
+    ("flower_photos beside the repository", REPO.parent / "shared" / "datasets" / "flower_photos"),
+    ("flower_photos that make run downloaded", REPO / "data" / "flower_photos"),
+)
+GENERATED_IMAGES = 200  # without --limit: what make bench measures
 
 
 @dataclass(frozen=True)
 class Source:
     label: str
     path: Path
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the images come from: in words (printed and in the JSON) and on disk."""
+
+    description: str
+    root: Path
+    sources: list[Source]
 
 
 def list_images(root: Path) -> list[Source]:
@@ -69,13 +83,38 @@ def missing_data_message(path: Path) -> str:
         f"no JPEG images under {path}.\n"
         f"  Pass --data PATH: a folder of <class>/<image>.jpg, or of "
         f"{{train,val,test}}/<class>/<image>.jpg.\n"
-        f"  The default is ../shared/datasets/flower_photos beside the repository.\n"
-        f"  On a machine without it (a GPU machine gets only the repository), export a "
-        f"subset here first:\n"
+        f"  Without --data: ../shared/datasets/flower_photos, else data/flower_photos (make "
+        f"run), else generated images.\n"
+        f"  For real photos on a machine without them (a GPU machine gets only the "
+        f"repository), export a subset here first:\n"
         f"    python -m bench.extract --export-subset .benchdata/flowers --per-class 100\n"
         f"    echo /.benchdata/ >> .git/info/exclude\n"
         f"  then carry .benchdata along and run with --data .benchdata/flowers --replicate 40."
     )
+
+
+def resolve_data(given: Path | None, scratch: Path, limit: int | None) -> DataSource:
+    """``given`` (or exit saying how to get images); else DATASETS; else generated images.
+
+    The generated ones (``limit`` of them, in ``scratch``) let ``make bench`` run on a
+    machine that has no dataset at all, a user's machine before ``make run``.
+    """
+    if given is not None:
+        root = given if given.is_absolute() else Path.cwd() / given
+        sources = list_images(root) if root.is_dir() else []
+        if not sources:
+            raise SystemExit(missing_data_message(root))
+        return DataSource(f"--data {given}", root, sources)
+    for name, root in DATASETS:
+        sources = list_images(root) if root.is_dir() else []
+        if sources:
+            return DataSource(f"{name} ({root}, {len(sources)} images)", root, sources)
+    from features.data.synthetic import CLASSES, make_dataset
+
+    root = scratch / "generated"
+    make_dataset(root, per_class=-(-(limit or GENERATED_IMAGES) // len(CLASSES)))
+    sources = list_images(root)
+    return DataSource(f"generated (features.data.synthetic, {len(sources)} images)", root, sources)
 
 
 def export_subset(sources: list[Source], dest: Path, per_class: int) -> int:
@@ -177,7 +216,7 @@ def describe_images(images: BenchImages, sample: int = 400) -> dict[str, object]
 
 
 def dataset_record(
-    stats: dict[str, object], source: Path, source_images: int, replicate: int
+    stats: dict[str, object], data: DataSource, source_images: int, replicate: int
 ) -> dict[str, object]:
     """The JSON's dataset section: ``describe_images``' stats, and where they come from."""
     replicated = (
@@ -188,10 +227,11 @@ def dataset_record(
         else ""
     )
     return {
-        "source": str(source),
+        "source": str(data.root),
+        "data_source": data.description,
         "description": f"{source_images} JPEGs (median long side "
         f"{stats['long_side_median_px']} px) chosen evenly per class from "
-        f"{source}{replicated}",
+        f"{data.description}{replicated}",
         "source_images": source_images,
         "replicate": replicate,
         **stats,

@@ -6,12 +6,15 @@ import hashlib
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from bench.extract import data
 from bench.extract.__main__ import main
 from bench.extract.data import build_image_tree, list_images, select
+from features.data import preprocess
 from features.data.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +47,24 @@ def test_replicas_are_distinct_files_of_the_same_size(tmp_path):
 def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(SystemExit, match="--export-subset"):
         main(["--data", str(tmp_path / "nowhere")])
+
+
+def test_without_any_dataset_it_runs_on_generated_images_and_says_so(tmp_path, monkeypatch, capsys):
+    """A user's machine: no ../shared/datasets, no make run download; --data not given."""
+    nowhere = (("shared", tmp_path / "no_shared"), ("downloaded", tmp_path / "no_download"))
+    monkeypatch.setattr(data, "DATASETS", nowhere)
+    # 32 px input, as the library's fast tests use: bf16 on a CPU without it takes a minute at 224
+    tiny = partial(preprocess.Preprocessing, resize=32, crop=32)
+    monkeypatch.setattr(preprocess, "Preprocessing", tiny)
+    output = tmp_path / "result.json"
+    main(["--device", "cpu", "--limit", "8", "--precision-only", "--output", str(output)])
+    described = "generated (features.data.synthetic, 8 images)"
+    assert f"data source: {described}" in capsys.readouterr().out
+    saved = json.loads(output.read_text())
+    assert saved["dataset"]["data_source"] == described
+    assert saved["dataset"]["images"] == 8
+    assert saved["results"]["precision"]["images"] == 8
+    assert saved["settings"]["preprocessing"]["crop"] == 32
 
 
 def test_bench_runs_end_to_end_on_cpu(tmp_path, capsys):
