@@ -100,5 +100,11 @@ def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline
             f"({sidecar.sha256[:16]}...). The file changed after training; retrain it."
         )
     if expected is not None:
-        Fingerprint.from_json(sidecar.fingerprint).require_same(expected, f"head {path}")
+        Fingerprint.from_json(sidecar.fingerprint).require_same(
+            expected,
+            f"head {path}",
+            ours="the head was trained on",
+            theirs="the store holds",
+            fix=f"Retrain it: `dvc repro train@{sidecar.name}`.",
+        )
     return joblib.load(io.BytesIO(data)), sidecar

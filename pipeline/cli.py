@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from features.errors import UserError
 
-__all__ = ["one_line", "run"]
+__all__ = ["ArgumentParser", "one_line", "run"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_BROKEN_PIPE = 141  # the shell's convention for SIGPIPE: the reader went away
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every CLI's parser: lists ``--debug``, which :func:`run` handles before parsing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", help="on an error, show the full traceback"
+        )
 
 
 def one_line(message: str) -> str:
@@ -39,6 +52,11 @@ def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None 
     args = [arg for arg in args if arg != "--debug"]
     try:
         code = main(args)
+        sys.stdout.flush()  # a closed pipe must fail here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `... | head` closed our stdout: stop quietly, as cat and grep do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,12 +14,12 @@ from classifiers.compare import (
     write_tradeoff_csv,
 )
 from features.files import write_json
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--metrics", type=Path, required=True, help="folder of per-head JSON")
     parser.add_argument("--summary", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True, help="markdown table")

@@ -7,13 +7,12 @@ place afterwards for a look: the store, three fitted heads, the comparison and p
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from features.data.synthetic import make_dataset
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.workspace import create_workspace, run_in, workspace_env
 
 DATA = "data/shapes"
@@ -32,7 +31,7 @@ OVERRIDES = {
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--dest", type=Path, default=Path("demo"))
     parser.add_argument("--per-class", type=int, default=40)
     args = parser.parse_args(argv)

@@ -8,7 +8,6 @@ anything.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from classifiers.heads import HEADS, HeadParams
 from features.compute.extract import ExtractConfig
 from features.data.images import ImageLimits
 from features.errors import UserError
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.schema import parse
 
 __all__ = ["HeadEntry", "Params", "ParamsError", "load_params"]
@@ -243,7 +242,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description="Check params.yaml without running anything.")
+    parser = ArgumentParser(description="Check params.yaml without running anything.")
     parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params)

@@ -6,7 +6,6 @@ file now lives); others are decoded and encoded exactly as the head's training c
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from features.compute.extract import encode_images, random_weights_banner
 from features.errors import UserError
 from features.store import FeatureStore
 from features.store.fingerprint import Fingerprint
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
@@ -85,7 +84,7 @@ def predict(
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--head", required=True, help="a trained head, e.g. logreg")
     parser.add_argument("images", type=Path, nargs="+")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

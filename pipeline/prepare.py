@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -11,7 +10,7 @@ from pathlib import Path
 from features.data.manifest import build_manifest, write_files_csv, write_manifest
 from features.data.scan import ScanCache, scan_dataset
 from features.files import write_json
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
@@ -24,7 +23,7 @@ def _load_cache(path: Path) -> ScanCache:
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="dataset root (data.root)")
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--files", type=Path, required=True, help="every file and its bucket")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from features.data.manifest import read_manifest
 from features.errors import UserError
 from features.files import atomic_open, write_json
 from features.store import FeatureStore
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
@@ -31,7 +30,7 @@ def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("head", help="a key under heads: in params.yaml")
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)

@@ -71,13 +71,20 @@ def _copy_code(destination: Path) -> None:
 
 
 def create_workspace(
-    destination: Path, overrides: Mapping[str, Any], extra_ignores: Sequence[str] = ()
+    destination: Path,
+    overrides: Mapping[str, Any],
+    extra_ignores: Sequence[str] = (),
+    *,
+    base: Path = PROJECT_ROOT / "params.yaml",
 ) -> Path:
-    """Copy the project into ``destination``, apply param ``overrides``, init git + DVC."""
+    """Copy the project into ``destination``, apply ``overrides`` to ``base``, init git + DVC.
+
+    Tests pass their own ``base``: the project's params.yaml is the user's to edit.
+    """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     _copy_code(destination)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(Path(base).read_text())
     (destination / "params.yaml").write_text(
         yaml.safe_dump(merge(params, overrides), sort_keys=False)
     )

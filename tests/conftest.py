@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from features.compute.extract import ExtractConfig
 from features.compute.loader import ImageRef
@@ -16,6 +17,9 @@ from features.data.synthetic import make_dataset
 from pipeline.schema import parse
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flower_photos"
+# Tests build on their own params, never on the working params.yaml a user edits.
+TEST_PARAMS_FILE = Path(__file__).with_name("params.yaml")
+TEST_PARAMS = yaml.safe_load(TEST_PARAMS_FILE.read_text())
 
 # Random weights, CPU, 32 px input: VGG16 end to end in a few ms per image. As params
 # (for workspaces and CLI runs) and as the config the library takes, from the same values.

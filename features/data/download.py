@@ -11,9 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from features.errors import UserError
+from features.progress import progress
 
 __all__ = ["DownloadError", "download_dataset", "unpack_archive"]
 
@@ -27,7 +26,7 @@ def _fetch(url: str, target: Path) -> str:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download") as bar:
+            with progress(total, "download", unit="B") as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     digest.update(block)

@@ -50,19 +50,30 @@ class Fingerprint:
     def is_random(self) -> bool:
         return self.weights.startswith("random:")
 
-    def differences(self, other: Fingerprint) -> list[str]:
+    def differences(
+        self, other: Fingerprint, ours: str = "the store holds", theirs: str = "this run computes"
+    ) -> list[str]:
+        """One line per field that differs, each side introduced by its own phrase."""
         return [
-            f"{field.name}: store has {getattr(self, field.name)!r}, "
-            f"run asks for {getattr(other, field.name)!r}"
+            f"{field.name}: {ours} {getattr(self, field.name)!r}, "
+            f"{theirs} {getattr(other, field.name)!r}"
             for field in fields(self)
             if getattr(self, field.name) != getattr(other, field.name)
         ]
 
-    def require_same(self, other: Fingerprint, where: str) -> None:
-        differences = self.differences(other)
+    def require_same(
+        self,
+        other: Fingerprint,
+        where: str,
+        ours: str = "the store holds",
+        theirs: str = "this run computes",
+        fix: str = "Point extract at a new store path, or delete the old store to rebuild it.",
+    ) -> None:
+        """Refuse to mix codes: ``where`` names what holds ours, ``fix`` what to do."""
+        differences = self.differences(other, ours, theirs)
         if differences:
             raise FingerprintMismatch(
-                f"{where} was computed differently and is never mixed with this run:\n  "
+                f"{where}: its codes were computed differently and are never mixed:\n  "
                 + "\n  ".join(differences)
-                + "\n  Point extract at a new store path, or delete the old store to rebuild it."
+                + f"\n  {fix}"
             )

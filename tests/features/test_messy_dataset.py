@@ -27,8 +27,8 @@ from features.data.manifest import DataReport, ManifestRow, build_manifest, writ
 from features.data.scan import FileOutcome, scan_dataset
 from features.store import FeatureStore
 from pipeline import prepare
-from pipeline.workspace import PROJECT_ROOT, merge
-from tests.conftest import SMALL_CONFIG
+from pipeline.workspace import merge
+from tests.conftest import SMALL_CONFIG, TEST_PARAMS
 
 # Low enough that a 256x256 image is a "bomb"; high enough for the 4000x8 strip to be
 # judged on its shorter side (too_small) rather than on its pixel count.
@@ -235,7 +235,7 @@ def test_bad_files_reaching_extraction_are_recorded_skips_not_crashes(messy, tmp
 
 
 def _params(tmp_path: Path, root: Path) -> Path:
-    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    base = TEST_PARAMS
     limits = {"min_side": LIMITS.min_side, "max_pixels": LIMITS.max_pixels}
     params = merge(base, {"data": {"root": str(root), "limits": limits}, "downloads": {}})
     path = tmp_path / "params.yaml"

@@ -21,7 +21,7 @@ from features.data.synthetic import make_dataset
 from features.store.maintenance import verify
 from features.store.shards import read_index
 from pipeline.workspace import create_workspace, run_in, workspace_env
-from tests.conftest import SMALL_EXTRACT
+from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
 
 DATA = "data/shapes"
 IMAGES = 120  # 4 classes x 30: a few seconds of extraction, a commit every 8 images
@@ -55,7 +55,7 @@ def _wait_for_commit(store: Path, repro: subprocess.Popen, log: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_dvc_repro_resumes_from_committed_shards(tmp_path):
-    workspace = create_workspace(tmp_path / "ws", OVERRIDES)
+    workspace = create_workspace(tmp_path / "ws", OVERRIDES, base=TEST_PARAMS_FILE)
     make_dataset(workspace / DATA, per_class=IMAGES // 4)
     run_in(workspace, "dvc", "add", "-q", DATA)
     run_in(workspace, "git", "commit", "-q", "-m", "dataset")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.workspace import create_workspace, run_in
+from tests.conftest import TEST_PARAMS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,7 @@ def test_flower_subset_through_every_stage(tmp_path, flowers):
             },
             "heads": {"mlp": {"hidden": [64]}},
         },
+        base=TEST_PARAMS_FILE,
     )
     _subset(flowers, workspace / "data/flowers", per_class=8)
     run_in(workspace, "dvc", "repro")

@@ -13,9 +13,9 @@ import yaml
 
 from pipeline.params import ParamsError, load_params, validate
 from pipeline.schema import SchemaError, parse
-from pipeline.workspace import PROJECT_ROOT
+from tests.conftest import TEST_PARAMS, TEST_PARAMS_FILE
 
-BASE = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+BASE = TEST_PARAMS
 
 
 def _with(**changes: Any) -> dict[str, Any]:
@@ -220,9 +220,7 @@ def test_non_finite_floats_are_refused_at_any_depth():
 @pytest.mark.parametrize("text", [".nan", ".NaN", ".inf", "-.Inf"])
 def test_yaml_non_finite_spellings_are_refused(tmp_path, text):
     path = tmp_path / "params.yaml"
-    path.write_text(
-        (PROJECT_ROOT / "params.yaml").read_text().replace("    C: 1.0", f"    C: {text}", 1)
-    )
+    path.write_text(TEST_PARAMS_FILE.read_text().replace("    C: 1.0", f"    C: {text}", 1))
     with pytest.raises(ParamsError, match=r"heads\.logreg\.C: got -?(nan|inf); allowed: a finite"):
         load_params(path)
 

@@ -14,7 +14,7 @@ import yaml
 
 from features.data.synthetic import make_dataset, make_image
 from pipeline.workspace import create_workspace, run_in
-from tests.conftest import SMALL_EXTRACT
+from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,9 @@ def _commit(workspace: Path, message: str, tag: str | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = create_workspace(tmp_path_factory.mktemp("ws") / "project", OVERRIDES)
+    root = create_workspace(
+        tmp_path_factory.mktemp("ws") / "project", OVERRIDES, base=TEST_PARAMS_FILE
+    )
     make_dataset(root / DATA, per_class=8)
     run_in(root, "dvc", "add", "-q", DATA)
     _commit(root, "dataset v1")

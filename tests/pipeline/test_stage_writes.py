@@ -24,7 +24,7 @@ import yaml
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX
 from pipeline.workspace import PROJECT_ROOT, create_workspace, run_in, workspace_env
-from tests.conftest import SMALL_EXTRACT
+from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
 from tests.write_guard import EXIT_UNSAFE_WRITE
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,9 @@ def _guarded(workspace: Path, command: str, kill: int | None) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = create_workspace(tmp_path_factory.mktemp("writes") / "project", OVERRIDES)
+    root = create_workspace(
+        tmp_path_factory.mktemp("writes") / "project", OVERRIDES, base=TEST_PARAMS_FILE
+    )
     make_dataset(root / DATA, per_class=6)
     run_in(root, "dvc", "repro")
     return root

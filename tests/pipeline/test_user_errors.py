@@ -21,8 +21,8 @@ from features.compute.loader import ImageRef
 from features.data.manifest import build_manifest, write_manifest
 from features.data.scan import scan_dataset
 from pipeline.cli import EXIT_USER_ERROR, one_line
-from pipeline.workspace import PROJECT_ROOT, merge, workspace_env
-from tests.conftest import LIMITS, SMALL_CONFIG
+from pipeline.workspace import merge, workspace_env
+from tests.conftest import LIMITS, SMALL_CONFIG, TEST_PARAMS
 
 # The extract section that matches tests.conftest.SMALL_CONFIG, so a store written in
 # process with SMALL_CONFIG has the fingerprint these params ask for.
@@ -46,7 +46,7 @@ def _image(path: Path, seed: int) -> None:
 @pytest.fixture
 def workspace(tmp_path) -> Path:
     """A folder with params.yaml (small CPU extraction) and a good two-class dataset."""
-    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    base = TEST_PARAMS
     params = merge(base, {"data": {"root": "images"}, "downloads": {}, "extract": SMALL_EXTRACT})
     _write_params(tmp_path, params)
     for index in range(6):
@@ -152,8 +152,8 @@ def test_extract_into_a_store_with_another_fingerprint(workspace):
     args += ("--report", "extract.json", "--no-progress")
     _assert_user_error(
         _stage(workspace, "extract", *args),
-        "store store was computed differently",
-        f"weights: store has 'random:{SMALL_CONFIG.seed}', run asks for 'random:",
+        "store store: its codes were computed differently and are never mixed",
+        f"weights: the store holds 'random:{SMALL_CONFIG.seed}', this run computes 'random:",
         "Point extract at a new store path",
     )
     debug = _stage(workspace, "extract", *args, "--debug")
