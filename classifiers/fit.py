@@ -68,7 +68,8 @@ def fit_streaming(
     """Fit with ``partial_fit`` over ``chunks(epoch)``: memory is one chunk, whatever n is.
 
     The scaler sees every chunk once before the estimator's first epoch, so the
-    standardisation matches what a full-batch fit would use.
+    standardisation matches what a full-batch fit would use. That pass is ``chunks(-1)``,
+    so ``chunks`` must accept -1 (``iter_split`` takes any int seed for this).
     """
     started = time.perf_counter()
     model = HEADS[kind].build(params)

@@ -41,7 +41,8 @@ class HeadParams:
     preprocess: str = field(default="standardize", metadata={"choices": PREPROCESSORS})
     grid: dict[str, list[Any]] | None = None  # param -> candidates, stratified CV on train
     cv_folds: int = field(default=5, metadata={"min": 2})
-    seed: int = 0
+    # scikit-learn's random_state range: anything else fails mid-fit, not at params load.
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
 
 
 @dataclass(frozen=True)

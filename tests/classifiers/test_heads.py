@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
 
+from classifiers.data import iter_split, load_split
 from classifiers.evaluate import evaluate
 from classifiers.fit import fit_head, fit_streaming
 from classifiers.heads import HEADS, LogRegParams, MLPParams, SGDParams, SVMParams
 from classifiers.persist import HeadError, load_head, save_head
+from features.data.manifest import ManifestRow
+from features.store import FeatureStore, StoreWriter
 from features.store.fingerprint import Fingerprint, FingerprintMismatch
+from pipeline.schema import parse
 
 CLASSES = ["a", "b", "c"]
 FINGERPRINT = Fingerprint(
@@ -68,20 +74,60 @@ def test_grid_search_refits_the_best_cv_candidate():
     assert len({row["mean_accuracy"] for row in result.cv}) > 1, "candidates must differ"
 
 
-def test_streaming_fit_sees_chunks_only():
+@pytest.fixture
+def blob_store(tmp_path: Path) -> tuple[list[ManifestRow], Path]:
+    """The blobs in a real store, with train manifest rows: what the train stage streams."""
     X, y = _blobs(n_per_class=60)
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(y))]
+    with StoreWriter(tmp_path / "store", FINGERPRINT, log=lambda _: None) as writer:
+        writer.commit(hashes, X)
+    rows = [
+        ManifestRow(f"{label}/{i}.jpg", sha, str(label), "train")
+        for i, (sha, label) in enumerate(zip(hashes, y, strict=True))
+    ]
+    return rows, tmp_path / "store"
+
+
+def test_streaming_fit_sees_chunks_only(blob_store):
+    rows, root = blob_store
+    params = SGDParams()  # seed 0: the scaler pass shuffles with seed 0 - 1
     seen = []
 
     def chunks(epoch):
-        order = np.random.default_rng(epoch + 1).permutation(len(y))
-        for start in range(0, len(y), 32):
-            block = order[start : start + 32]
-            seen.append(len(block))
-            yield X[block], y[block]
+        for X, y in iter_split(rows, "train", store, 32, params.seed + epoch):
+            seen.append(len(y))
+            yield X, y
 
-    result = fit_streaming("sgd", SGDParams(epochs=5), CLASSES, chunks)
-    assert max(seen) <= 32
-    assert (result.model.predict(X) == y).mean() > 0.9
+    with FeatureStore(root) as store:
+        result = fit_streaming("sgd", params, CLASSES, chunks)
+        train = load_split(rows, "train", store)
+    assert max(seen) <= 32 and sum(seen) == (params.epochs + 1) * len(rows)
+    assert (result.model.predict(train.X) == train.y).mean() > 0.9
+
+
+def _streamed(rows: list[ManifestRow], store: FeatureStore, seed: int) -> np.ndarray:
+    return np.concatenate([X for X, _ in iter_split(rows, "train", store, 50, seed)])
+
+
+def test_chunk_order_takes_any_int_seed_and_keeps_non_negative_orders(blob_store):
+    rows, root = blob_store
+    with FeatureStore(root) as store:
+        codes = load_split(rows, "train", store).X
+        passes = {seed: _streamed(rows, store, seed) for seed in (-2, -1, 0, 1, 7)}
+        again = _streamed(rows, store, -1)
+    for seed in (0, 1, 7):  # the orders sgd heads with these seeds were always trained on
+        order = np.random.default_rng(seed).permutation(len(codes))
+        np.testing.assert_array_equal(passes[seed], codes[order])
+    np.testing.assert_array_equal(again, passes[-1])
+    assert sorted(row.tobytes() for row in passes[-1]) == sorted(row.tobytes() for row in codes)
+    assert len({streamed.tobytes() for streamed in passes.values()}) == len(passes)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_sklearn_range_is_refused_at_params_load(seed):
+    problems: list[str] = []
+    parse(SGDParams, {"seed": seed}, "heads.sgd", problems)
+    assert len(problems) == 1 and problems[0].startswith(f"heads.sgd.seed: got {seed}")
 
 
 def test_saved_head_predicts_identically_after_loading(tmp_path):

@@ -1,0 +1,104 @@
+"""Every head kind through the real ``train`` stage, with its default params.
+
+The unit tests in tests/classifiers feed heads hand-made arrays and chunk functions; this
+runs ``pipeline.train.main`` exactly as dvc.yaml calls it, on a tiny real store, so a
+head whose stage path breaks (as ``sgd`` with seed 0 once did) fails here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from classifiers.data import load_split
+from classifiers.heads import HEADS
+from classifiers.persist import load_head
+from features.compute.extract import extract_codes
+from features.compute.loader import ImageRef
+from features.data.manifest import build_manifest, read_manifest, write_manifest
+from features.data.scan import scan_dataset
+from features.data.synthetic import make_dataset
+from features.store import FeatureStore
+from pipeline import train
+from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT
+
+TEST_FRACTION = 0.25
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "predict_ms_per_1000")
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images, manifest and store, built once: extraction is the slow part."""
+    root = tmp_path_factory.mktemp("train_stage")
+    images = root / "images"
+    make_dataset(images, per_class=6)
+    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
+    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", TEST_FRACTION)
+    write_manifest(root / "manifest.csv", rows)
+    refs = [ImageRef(row.sha256, images / row.path) for row in rows]
+    extract_codes(refs, root / "store", SMALL_CONFIG, LIMITS, progress=False, log=lambda _: None)
+    return root
+
+
+def _params(root: Path, heads: dict[str, dict]) -> dict:
+    """Every section pipeline.params requires, built here: never the user's params.yaml."""
+    return {
+        "paths": {
+            "manifest": str(root / "manifest.csv"),
+            "files_report": "reports/files.csv",
+            "data_report": "reports/data.json",
+            "scan_cache": "cache/scan.json",
+            "store": str(root / "store"),
+            "extract_report": "reports/extract.json",
+            "models": "models",
+            "metrics": "metrics/heads",
+            "predictions": "plots/predictions",
+            "summary": "metrics/summary.json",
+            "compare_report": "reports/compare.md",
+            "plots": "reports/plots",
+            "tradeoff": "plots/tradeoff.csv",
+        },
+        "downloads": {},
+        "data": {"root": str(root / "images")},
+        "split": {"test_fraction": TEST_FRACTION},
+        "extract": SMALL_EXTRACT,
+        "heads": heads,
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_each_head_kind_trains_through_the_stage_with_default_params(
+    kind: str, store_root: Path, tmp_path: Path
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params(store_root, {kind: {}})))
+    model = tmp_path / "models" / f"{kind}.joblib"
+    metrics_path = tmp_path / "metrics" / f"{kind}.json"
+    predictions = tmp_path / "plots" / f"{kind}.csv"
+    argv = [kind, "--manifest", str(store_root / "manifest.csv")]
+    argv += ["--store", str(store_root / "store"), "--model", str(model)]
+    argv += ["--metrics", str(metrics_path), "--predictions", str(predictions)]
+    argv += ["--params", str(params)]
+
+    assert train.main(argv) is None
+
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["head"] == kind and metrics["kind"] == kind
+    for key in SCORES:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    rows = read_manifest(store_root / "manifest.csv")
+    with FeatureStore(store_root / "store") as store:
+        test = load_split(rows, "test", store)
+        loaded, sidecar = load_head(model, expected=store.fingerprint)
+    assert sidecar.kind == kind and sidecar.classes == sorted({row.label for row in rows})
+    with predictions.open(newline="") as stream:
+        written = list(csv.DictReader(stream))
+    assert [row["sha256"] for row in written] == test.hashes
+    assert [row["predicted"] for row in written] == list(loaded.predict(test.X))
+    assert metrics["n_test"] == len(test.y) > 0
