@@ -112,7 +112,8 @@ def main(argv: Sequence[str]) -> int:
                 continue
             values = result.get("probabilities") or result["scores"]
             top = ", ".join(f"{label} {value:.3f}" for label, value in values.items())
-            print(f"{result['image']}: {result['label']}  ({top}; codes from {result['codes']})")
+            origin = "codes from the store" if result["codes"] == "store" else "codes computed now"
+            print(f"{result['image']}: {result['label']}  ({top}; {origin})")
     return 1 if any("error" in result for result in results) else 0
 
 

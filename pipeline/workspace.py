@@ -88,11 +88,12 @@ def create_workspace(
     (destination / "params.yaml").write_text(
         yaml.safe_dump(merge(params, overrides), sort_keys=False)
     )
-    gitignore = ["__pycache__/", *extra_ignores]
+    gitignore = [(PROJECT_ROOT / ".gitignore").read_text().rstrip(), *extra_ignores]
     (destination / ".gitignore").write_text("\n".join(gitignore) + "\n")
     run_in(destination, "git", "init", "-q", "-b", "main")
     run_in(destination, "dvc", "init", "-q")
     run_in(destination, "dvc", "config", "core.autostage", "true")
+    run_in(destination, "dvc", "config", "core.analytics", "false")
     run_in(destination, "git", "add", "-A")
     run_in(destination, "git", "commit", "-q", "-m", "workspace")
     return destination

@@ -175,5 +175,7 @@ def test_head_fitted_on_other_codes_is_refused(tmp_path):
         {},
     )
     other = dataclasses.replace(FINGERPRINT, weights="random:1")
-    with pytest.raises(FingerprintMismatch, match="weights"):
+    said = "weights: the head was trained on 'random:0', the store holds 'random:1'"
+    with pytest.raises(FingerprintMismatch, match=said) as refused:
         load_head(path, expected=other)
+    assert "Retrain it: `dvc repro train@logreg`" in str(refused.value)

@@ -72,6 +72,11 @@ def test_repro_builds_every_artifact(workspace):
     assert (extract["computed"], extract["reused"]) == (32, 0)
     shown = run_in(workspace, "dvc", "metrics", "show", "--json").stdout
     assert all(f'"{head}"' in shown for head in HEADS)
+    run_in(workspace, "dvc", "plots", "show")
+    status = run_in(workspace, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    generated = [line for line in status.splitlines() if "dvc_plots/" in line or "cache/" in line]
+    assert not generated, "`git add -A` would commit generated files"
+    assert "analytics = false" in (workspace / ".dvc/config").read_text()
     _commit(workspace, "results v1", tag="v1")
 
 
@@ -107,7 +112,7 @@ def test_predict_reuses_stored_codes_and_computes_new_ones(workspace, tmp_path):
     text = run_in(
         workspace, "python", "-m", "pipeline.predict", "--head", "logreg", str(novel)
     ).stdout
-    assert "RANDOM weights" in text and "codes from computed" in text
+    assert "RANDOM weights" in text and "codes computed now" in text
 
 
 def test_changing_svm_params_reruns_only_that_head(workspace):
