@@ -1,8 +1,9 @@
 """Verify, repair, compact and describe a store: the tools for when something went wrong.
 
 ``verify`` trusts nothing: it re-hashes every shard against the checksum the index
-recorded, reopens it, and checks fingerprint, shape, dtype and hash uniqueness. ``repair``
-drops whatever verify found bad, so the next extract recomputes exactly those rows.
+recorded, reopens it, and checks fingerprint, shape, dtype, hash uniqueness and that every
+code is finite. ``repair`` drops whatever verify found bad, so the next extract recomputes
+exactly those rows.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from features.files import TMP_PREFIX, file_sha256
 from features.store.fingerprint import Fingerprint
+from features.store.reader import FeatureStore
 from features.store.shards import (
     INDEX_NAME,
     SHARD_DIR,
     ShardRecord,
+    non_finite_rows,
     read_index,
     read_shard_hashes,
     write_shard,
 )
-from features.store.reader import FeatureStore
 from features.store.writer import StoreWriter
-from features.files import TMP_PREFIX, file_sha256
 
 __all__ = ["Problem", "VerifyReport", "compact", "info", "repair", "verify"]
 
@@ -34,7 +36,7 @@ __all__ = ["Problem", "VerifyReport", "compact", "info", "repair", "verify"]
 class Problem:
     """One finding; ``shard`` is None for store-wide findings."""
 
-    kind: str  # missing, truncated, corrupt, unreadable, fingerprint, shape, duplicate, ...
+    kind: str  # missing, truncated, corrupt, unreadable, fingerprint, shape, non_finite, ...
     shard: str | None
     detail: str
 
@@ -96,8 +98,10 @@ def _check_shard(
                 problems.append(
                     Problem("dtype", record.name, f"{codes.dtype}, expected {fingerprint.dtype}")
                 )
-            if full:
-                codes[...]  # every chunk decodes
+            broken = non_finite_rows(codes) if full else ()  # every chunk decodes
+            if len(broken):
+                detail = f"{len(broken)} of {record.rows} rows hold NaN or inf"
+                problems.append(Problem("non_finite", record.name, detail))
             return problems, [value.decode() for value in hashes[:]]
     except (OSError, KeyError, ValueError) as error:
         return [Problem("unreadable", record.name, str(error))], []

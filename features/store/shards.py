@@ -16,7 +16,6 @@ lock, so Dask workers can each write their own; only the index update is seriali
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -27,19 +26,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.store.fingerprint import Fingerprint
 from features.files import file_sha256, publish, temporary_path
+from features.store.fingerprint import Fingerprint
 
 __all__ = [
     "FORMAT",
     "INDEX_NAME",
     "SHARD_DIR",
-    "IndexState",
     "Failure",
+    "IndexState",
     "ShardRecord",
     "SkipRecord",
+    "non_finite_rows",
     "read_index",
     "read_shard_hashes",
+    "require_finite",
     "write_index",
     "write_shard",
 ]
@@ -141,6 +142,27 @@ def _write_shard_file(
         )
 
 
+def non_finite_rows(
+    codes: h5py.Dataset | np.ndarray, block_rows: int = 16 * CHUNK_ROWS
+) -> np.ndarray:
+    """Positions of rows holding NaN or inf, read a block at a time so memory stays flat."""
+    found = [
+        start + np.flatnonzero(~np.isfinite(codes[start : start + block_rows]).all(axis=1))
+        for start in range(0, len(codes), block_rows)
+    ]
+    return np.concatenate(found) if found else np.empty(0, dtype=np.intp)
+
+
+def require_finite(codes: h5py.Dataset | np.ndarray, what: str) -> None:
+    """Refuse NaN and inf: the runner skips such images, so one arriving here is a bug."""
+    bad = non_finite_rows(codes)
+    if len(bad):
+        raise ValueError(
+            f"{what}: {len(bad)} of {len(codes)} rows hold NaN or inf (first at row "
+            f"{bad[0]}); a store never commits non-finite codes"
+        )
+
+
 def write_shard(
     shard_dir: Path,
     hashes: list[str],
@@ -156,6 +178,7 @@ def write_shard(
         )
     if codes.dtype != np.dtype(fingerprint.dtype):
         raise ValueError(f"codes are {codes.dtype}, the store holds {fingerprint.dtype}")
+    require_finite(codes, "refused to write a shard")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     final = shard_dir / f"shard-{stamp}-{secrets.token_hex(6)}.h5"
     tmp = temporary_path(shard_dir, ".h5")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from features.files import file_sha256
@@ -24,6 +25,7 @@ from features.store.shards import (
     ShardRecord,
     SkipRecord,
     read_shard_hashes,
+    require_finite,
     write_index,
     write_shard,
 )
@@ -96,7 +98,8 @@ class StoreWriter:
         """Commit codes for ``hashes`` (rows of ``codes``) and skip records, all or nothing.
 
         Hashes already in the store, or repeated within the batch, are dropped, so a
-        commit is idempotent and every hash is stored exactly once.
+        commit is idempotent and every hash is stored exactly once. Codes holding NaN or
+        inf are refused with ``ValueError`` (by ``write_shard``), before anything is written.
         """
         assert self.state is not None, "open() the writer first"
         keep: list[int] = []
@@ -147,7 +150,8 @@ class StoreWriter:
         """Index shards that other processes wrote (Dask workers) in one atomic commit.
 
         Each file must match its record's SHA-256 and add only new hashes; a shard that
-        would duplicate indexed rows is deleted instead. Returns the number of rows added.
+        would duplicate indexed rows is deleted instead. A shard holding NaN or inf is
+        deleted and refused with ``ValueError``. Returns the number of rows added.
         """
         assert self.state is not None, "open() the writer first"
         accepted: list[ShardRecord] = []
@@ -160,6 +164,7 @@ class StoreWriter:
                 path.unlink(missing_ok=True)
                 self.log(f"store: refused {record.name}: duplicate rows or checksum mismatch")
                 continue
+            _require_finite_shard(path)
             accepted.append(record)
             arriving.update(hashes)
         new_skips = self._new_skips(skips, arriving)
@@ -194,3 +199,13 @@ class StoreWriter:
         self._known = set()
         for shard in self.state.shards:
             self._known.update(indexed_hashes(self.root, shard))
+
+
+def _require_finite_shard(path: Path) -> None:
+    """Refuse a worker's shard holding NaN or inf, deleting it: else the next writer adopts it."""
+    try:
+        with h5py.File(path, "r") as handle:
+            require_finite(handle["codes"], f"refused {path.name}")
+    except ValueError:
+        path.unlink(missing_ok=True)
+        raise

@@ -27,12 +27,12 @@ import pytest
 import features.store.shards
 from features.compute.extract import extract_codes
 from features.data.synthetic import make_dataset
-from features.files import TMP_PREFIX
+from features.files import TMP_PREFIX, file_sha256
 from features.store import FeatureStore, StoreError, StoreFullError, StoreWriter
 from features.store.fingerprint import Fingerprint, FingerprintMismatch
 from features.store.lock import LockError
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
+from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
@@ -289,6 +289,39 @@ def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path, refs_file):
     ), logs
     assert not (store / "LOCK").exists()
     assert verify(store).ok
+
+
+# --- NaN and inf --------------------------------------------------------------------------
+
+
+def test_non_finite_codes_are_refused_before_anything_is_written(tmp_path):
+    store = tmp_path / "store"
+    _store(store, blocks=1)
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        before = _files(store)
+        for bad in (np.nan, np.inf, -np.inf):
+            codes = _codes(4, seed=5)
+            codes[2, 7] = bad
+            with pytest.raises(ValueError, match=r"1 of 4 rows hold NaN or inf \(first at row 2\)"):
+                writer.commit(_hashes(4, start=100), codes)
+        assert _files(store) == before, "no shard, no index, no temporary file"
+
+
+def test_a_worker_shard_holding_nan_is_refused_and_deleted(tmp_path):
+    """The Dask coordinator re-checks shards it did not write (``write_shard`` refuses NaN)."""
+    store = tmp_path / "store"
+    _store(store, blocks=1)
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        before = _files(store)
+        record = write_shard(store / SHARD_DIR, _hashes(4, start=50), _codes(4, 6), FINGERPRINT)
+        path = store / SHARD_DIR / record.name
+        with h5py.File(path, "r+") as handle:
+            handle["codes"][1, 0] = np.nan
+        record = replace(record, sha256=file_sha256(path), bytes=path.stat().st_size)
+        with pytest.raises(ValueError, match=rf"refused {record.name}: 1 of 4 rows"):
+            writer.commit_shards([record])
+        assert not path.exists(), "deleted, or the next writer would adopt it"
+        assert _files(store) == before
 
 
 # --- a full disk --------------------------------------------------------------------------

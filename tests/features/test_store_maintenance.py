@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ import features.store.reader
 from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.synthetic import make_dataset
+from features.files import file_sha256
 from features.store import FeatureStore, StoreError, StoreWriter
 from features.store.maintenance import compact, info, repair, verify
 from features.store.shards import SHARD_DIR, read_index, write_index, write_shard
@@ -113,6 +115,32 @@ def test_damaged_shard_is_found_repaired_and_only_its_rows_recomputed(clean, sto
     assert "16 rows in 2 shards: OK" in fixed.stdout
     assert not victim.exists()
     assert _reextract(clean, store) == (16, 8)
+    _assert_clean(clean, store)
+
+
+def test_shard_with_a_nan_row_is_found_dropped_and_recomputed(clean, store):
+    state = read_index(store)
+    victim = _shard(store, 1)
+    with h5py.File(victim, "r+") as handle:
+        handle["codes"][3, 100] = np.nan
+    # Re-record the checksum, so that the row check, not the SHA-256, is what finds it.
+    record = replace(state.shards[1], sha256=file_sha256(victim), bytes=victim.stat().st_size)
+    shards = (state.shards[0], record, state.shards[2])
+    write_index(store, replace(state, shards=shards, generation=state.generation + 1))
+    report = verify(store)
+    assert [(p.kind, p.shard) for p in report.problems] == [("non_finite", victim.name)]
+    assert report.rows == 16
+    assert verify(store, full=False).ok, "--quick reads sizes only"
+    found = _cli("verify", str(store))
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"problem: [non_finite] {victim.name}: 1 of 8 rows hold NaN or inf" in found.stdout
+    assert f"verify: {store}: 16 rows in 3 shards: 1 problem(s)" in found.stdout
+
+    fixed = _cli("repair", str(store))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"dropped {victim.name}" in fixed.stdout
+    assert "16 rows in 2 shards: OK" in fixed.stdout
+    assert _reextract(clean, store) == (16, 8), "whole batches again: bit-identical codes"
     _assert_clean(clean, store)
 
 
