@@ -27,6 +27,8 @@ from features.compute.extract import (
     DaskConfig,
     ExtractConfig,
     ExtractReport,
+    FiniteGuard,
+    FiniteStats,
     open_run,
     progress_bar,
     resolve_backend,
@@ -49,6 +51,7 @@ class PartitionResult:
     record: ShardRecord | None
     skips: tuple[SkipRecord, ...]
     retry: tuple[Failure, ...]
+    finite: FiniteStats
     seconds: float
 
 
@@ -88,13 +91,15 @@ def extract_partition(
     hashes: list[str] = []
     blocks: list[np.ndarray] = []
     failures: list[Failure] = []
+    guard = FiniteGuard(encoder)
     with cpu_allocator_tuned(backend.device):
         for batch in loader:
             ready = prepare_batch(batch, config.preprocessing, limits, backend.device)
-            failures.extend(ready.failures)
-            if ready.hashes:
-                hashes.extend(ready.hashes)
-                blocks.append(encoder(ready.pixels).numpy())
+            checked = guard(ready, encoder(ready.pixels) if ready.hashes else None)
+            failures.extend(checked.failures)
+            if checked.codes is not None:
+                hashes.extend(checked.hashes)
+                blocks.append(checked.codes.numpy())
     record = None
     if hashes:
         record = write_shard(
@@ -108,6 +113,7 @@ def extract_partition(
         record=record,
         skips=tuple(SkipRecord(f.sha256, f.reason, f.detail) for f in failures if f.permanent),
         retry=tuple(f for f in failures if not f.permanent),
+        finite=guard.stats,
         seconds=time.perf_counter() - started,
     )
 
@@ -170,7 +176,7 @@ def extract_with_dask(
                     result: PartitionResult = future.result()
                     records = [result.record] if result.record is not None else []
                     rows = run.writer.commit_shards(records, result.skips)
-                    run.report.record(rows, len(result.skips), result.retry)
+                    run.report.record(rows, len(result.skips), result.retry, result.finite)
                     bar.update(sizes[future.key])
             finally:
                 bar.close()

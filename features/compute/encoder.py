@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -156,7 +156,12 @@ class PendingCodes:
 
 
 class Encoder:
-    """Runs the truncated backbone: uint8 (B, 3, H, W) in, codes (B, dim) out."""
+    """Runs the truncated backbone: uint8 (B, 3, H, W) in, codes (B, dim) out.
+
+    ``fp32`` builds the same network computing in fp32 from the weights as loaded (not
+    rounded to this encoder's precision): a fp16/bf16 run recomputes with it the rows whose
+    codes came out NaN or inf. Built only when first needed, it costs nothing otherwise.
+    """
 
     def __init__(
         self,
@@ -167,6 +172,7 @@ class Encoder:
         store_dtype: str,
         channels_last: bool = True,
         compile_batch: int | None = None,
+        fp32: Callable[[], Encoder] | None = None,
     ) -> None:
         self.device = device
         self.dtype = DTYPES[precision]
@@ -179,12 +185,20 @@ class Encoder:
         self._scale = scale.view(1, 3, 1, 1)
         self._shift = shift.view(1, 3, 1, 1)
         self._forward = self._run
+        self._make_fp32 = fp32
+        self._fp32: Encoder | None = None
         # A compiled graph is specialised to one batch shape: short batches are padded.
         self._pad_to = compile_batch
         if compile_batch is not None:
             self._forward = torch.compile(
                 self._run, mode="max-autotune-no-cudagraphs", dynamic=False
             )
+
+    def fp32(self) -> Encoder | None:
+        """The same network computing in fp32, built on first use; None if not given."""
+        if self._fp32 is None and self._make_fp32 is not None:
+            self._fp32 = self._make_fp32()
+        return self._fp32
 
     def _run(self, pixels: torch.Tensor) -> torch.Tensor:
         # Reorder while still uint8 (a quarter of the bytes); elementwise ops keep the layout.

@@ -2,6 +2,8 @@
 
 Only images whose hash is neither stored nor recorded as a permanent failure are
 computed, so a rerun after a crash, a grown dataset or a relabelling does only new work.
+Every batch's codes are checked for NaN and inf before they reach the store
+(:class:`FiniteGuard`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +28,7 @@ from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor,
 from features.compute.encoder import (
     DTYPES,
     Encoder,
+    PendingCodes,
     cpu_allocator_tuned,
     resolve_device,
     resolve_precision,
@@ -33,15 +38,20 @@ from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
 from features.compute.weights import ResolvedWeights, resolve_weights
 from features.data.images import ImageLimits
 from features.data.preprocess import Preprocessing
+from features.errors import UserError
 from features.store import StoreWriter
 from features.store.committer import CommitStats, Committer
 from features.store.fingerprint import Fingerprint
 
 __all__ = [
+    "NON_FINITE",
     "Backend",
+    "CheckedBatch",
     "DaskConfig",
     "ExtractConfig",
     "ExtractReport",
+    "FiniteGuard",
+    "FiniteStats",
     "encode_images",
     "extract_codes",
     "make_fingerprint",
@@ -86,6 +96,17 @@ class ExtractConfig:
     dask: DaskConfig = field(default_factory=DaskConfig)
 
 
+NON_FINITE = "non_finite"  # skip reason: the image's codes hold NaN or inf, even in fp32
+
+
+@dataclass
+class FiniteStats:
+    """What the finiteness check did: rows kept from an fp32 retry, images skipped."""
+
+    recomputed: int = 0
+    skipped: int = 0
+
+
 @dataclass
 class ExtractReport:
     """What one extract run did; ``reused + computed + skipped`` covers every unique image."""
@@ -101,6 +122,8 @@ class ExtractReport:
     random_weights: bool
     fingerprint: Fingerprint
     failures: list[dict[str, str]] = field(default_factory=list)
+    non_finite: int = 0  # of ``skipped``: found this run with NaN or inf codes, fp32 too
+    recomputed_fp32: int = 0  # of ``computed``: NaN or inf in fp16/bf16, finite in fp32
     # Where the seconds went: "setup" (weights, model, store, loader), "first_batch" (until
     # the first pixels reached the encoder), "warm_up" (its forward pass: compile, cuDNN
     # autotuning), "drain" (the whole loop, last commit included).
@@ -117,10 +140,14 @@ class ExtractReport:
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
-    def record(self, rows: int, skipped: int, retry: Sequence[Failure]) -> None:
+    def record(
+        self, rows: int, skipped: int, retry: Sequence[Failure], finite: FiniteStats
+    ) -> None:
         """Add what a drain (or a Dask partition) committed."""
         self.computed += rows
         self.skipped += skipped
+        self.non_finite += finite.skipped
+        self.recomputed_fp32 += finite.recomputed
         self.retry_later += len(retry)
         self.failures.extend(
             {"sha256": f.sha256, "reason": f.reason, "detail": f.detail} for f in retry
@@ -129,7 +156,10 @@ class ExtractReport:
     def summary(self) -> str:
         weights = "RANDOM WEIGHTS" if self.random_weights else self.fingerprint.weights[:19]
         return (
-            f"extract: reused {self.reused}, computed {self.computed}, skipped {self.skipped}"
+            f"extract: reused {self.reused}, computed {self.computed}"
+            + (f" ({self.recomputed_fp32} in fp32)" if self.recomputed_fp32 else "")
+            + f", skipped {self.skipped}"
+            + (f" ({self.non_finite} with NaN or inf codes)" if self.non_finite else "")
             + (f", retry later {self.retry_later}" if self.retry_later else "")
             + f" ({self.images_per_second:.1f} images/s on {self.device}, {self.precision}, "
             f"{weights})"
@@ -202,7 +232,9 @@ class Backend:
     fingerprint: Fingerprint
 
     def encoder(self, config: ExtractConfig, compile_batch: int | None = None) -> Encoder:
+        """The network on the device; in fp16/bf16 it can build its fp32 twin for retries."""
         extractor = build_extractor(self.spec, self.weights.state_dict, config.seed)
+        twin = replace(self, precision="fp32")
         return Encoder(
             extractor,
             config.preprocessing,
@@ -211,6 +243,7 @@ class Backend:
             config.dtype,
             config.channels_last,
             compile_batch,
+            fp32=None if self.precision == "fp32" else partial(twin.encoder, config),
         )
 
 
@@ -267,6 +300,77 @@ def open_run(
             report.seconds = time.perf_counter() - started
 
 
+class CheckedBatch(NamedTuple):
+    """A batch's finite codes, ready to commit, and every image of it that got none."""
+
+    hashes: list[str]
+    codes: PendingCodes | None
+    failures: list[Failure]
+
+
+def _finite_rows(codes: np.ndarray) -> np.ndarray:
+    return np.isfinite(codes).all(axis=1)
+
+
+class FiniteGuard:
+    """Keeps NaN and inf out of the store, one batch at a time, right after its forward pass.
+
+    Rows are checked in the store's dtype, so a value past float16's range counts as inf.
+    Under fp16/bf16 a non-finite row is recomputed once in fp32 (a narrow range or mantissa
+    is the usual cause) and kept if finite now; otherwise its image becomes a permanent
+    ``non_finite`` skip, as the same bytes and fingerprint give the same codes again.
+    Finite rows are never recomputed, so they equal a clean run's bit for bit. A batch
+    without a single finite row points at the settings rather than the images: the run
+    stops.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.stats = FiniteStats()
+
+    def __call__(self, ready: ReadyBatch, codes: PendingCodes | None) -> CheckedBatch:
+        if codes is None:
+            return CheckedBatch(ready.hashes, None, ready.failures)
+        rows = codes.numpy()
+        finite = _finite_rows(rows)
+        if finite.all():
+            return CheckedBatch(ready.hashes, codes, ready.failures)
+        fp32 = self.encoder.fp32()
+        if fp32 is not None:
+            rows, finite = self._recompute(fp32, ready.pixels, rows, finite)
+        if not finite.any():
+            raise UserError(
+                f"every image of a batch gave NaN or inf codes"
+                f"{' (also recomputed in fp32)' if fp32 else ''}: check extract.preprocessing "
+                f"(std must be > 0) and the weights. What was computed before is committed."
+            )
+        detail = "codes hold NaN or inf" + (", also recomputed in fp32" if fp32 else "")
+        skips = [
+            Failure(ready.hashes[i], NON_FINITE, detail, permanent=True)
+            for i in np.flatnonzero(~finite)
+        ]
+        self.stats.skipped += len(skips)
+        kept = np.flatnonzero(finite)
+        return CheckedBatch(
+            [ready.hashes[i] for i in kept],
+            PendingCodes(torch.from_numpy(rows[kept])),
+            ready.failures + skips,
+        )
+
+    def _recompute(
+        self, fp32: Encoder, pixels: torch.Tensor, rows: np.ndarray, finite: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and their finiteness once the non-finite ones are recomputed in fp32."""
+        bad = np.flatnonzero(~finite)
+        again = fp32(pixels[bad.tolist()]).numpy()
+        now_finite = _finite_rows(again)
+        rows, finite = rows.copy(), finite.copy()
+        rows[bad[now_finite]] = again[now_finite]
+        finite[bad[now_finite]] = True
+        self.stats.recomputed += int(now_finite.sum())
+        return rows, finite
+
+
 def extract_codes(
     refs: Sequence[ImageRef],
     store_root: Path,
@@ -293,6 +397,7 @@ def extract_codes(
                 raw_jpeg=config.gpu_decode and device.type == "cuda",
             )
             committer = Committer(run.writer, config.commit_rows, config.commit_seconds)
+            guard = FiniteGuard(encoder)
             report.timings["setup"] = time.perf_counter() - started
             with cpu_allocator_tuned(device):
                 stats = _drain(
@@ -303,9 +408,10 @@ def extract_codes(
                     limits,
                     progress,
                     report.timings,
+                    guard,
                 )
             report.warm_rows = stats.rows - int(report.timings.pop("warm_up_rows", 0))
-            report.record(stats.rows, stats.skipped, stats.transient_failures)
+            report.record(stats.rows, stats.skipped, stats.transient_failures, guard.stats)
     return report
 
 
@@ -317,12 +423,18 @@ def _drain(
     limits: ImageLimits,
     progress: bool,
     timings: dict[str, float] | None = None,
+    guard: FiniteGuard | None = None,
 ) -> CommitStats:
-    """Encode every batch and hand it to the committer; commit what is done on any exit.
+    """Encode every batch, check it and hand it to the committer; commit what is done on exit.
 
     Three things overlap: the loader (and any device decode) runs ahead in a prefetch
     thread, the forward pass runs here, and the committer thread writes finished codes.
+    A batch is checked (``guard``) only once the next one's forward pass is queued, so on
+    CUDA reading its codes back never leaves the device idle. Batches are submitted in
+    order, so what is committed is always the same first batches an uninterrupted run
+    forms (which keeps a resumed CPU run bit-identical).
     """
+    guard = FiniteGuard(encoder) if guard is None else guard
     timings = {} if timings is None else timings
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     bar = progress_bar(total, "extract", enabled=progress)
@@ -331,24 +443,43 @@ def _drain(
         return prepare_batch(batch, preprocessing, limits, encoder.device)
 
     started = time.perf_counter()
+    held: tuple[ReadyBatch, PendingCodes | None] | None = None  # computed, not yet checked
     try:
         for ready in prefetch(loader, prepare, encoder.device):
-            if ready.hashes and "warm_up_done" not in timings:
-                timings["first_batch"] = time.perf_counter() - started
-                codes = encoder(ready.pixels)  # compiles, autotunes: returns when done
-                timings["warm_up_done"] = time.perf_counter() - started
-                timings["warm_up"] = timings["warm_up_done"] - timings["first_batch"]
-                timings["warm_up_rows"] = len(ready.hashes)
-            else:
-                codes = encoder(ready.pixels) if ready.hashes else None
-            committer.submit(ready.hashes, codes, ready.failures)
+            codes = _forward(encoder, ready, timings, started)
+            if held is not None:
+                committer.submit(*guard(*held))
+            held = ready, codes
             bar.update(ready.images)
+    except Exception:
+        held = None  # a failed run commits the batches checked before the failure only
+        raise
     finally:
-        # Runs on Ctrl-C too: every batch already computed is committed before exiting.
-        bar.close()
-        stats = committer.close()
-        timings["drain"] = time.perf_counter() - started
+        try:
+            if held is not None:  # the last batch; on Ctrl-C, the last one computed
+                committer.submit(*guard(*held))
+        finally:
+            # Runs on Ctrl-C too: every batch already computed is committed before exiting.
+            bar.close()
+            stats = committer.close()
+            timings["drain"] = time.perf_counter() - started
     return stats
+
+
+def _forward(
+    encoder: Encoder, ready: ReadyBatch, timings: dict[str, float], started: float
+) -> PendingCodes | None:
+    """The batch's forward pass; the first one is timed apart (compile, autotuning)."""
+    if not ready.hashes:
+        return None
+    if "warm_up_done" in timings:
+        return encoder(ready.pixels)
+    timings["first_batch"] = time.perf_counter() - started
+    codes = encoder(ready.pixels)  # compiles, autotunes: returns when done
+    timings["warm_up_done"] = time.perf_counter() - started
+    timings["warm_up"] = timings["warm_up_done"] - timings["first_batch"]
+    timings["warm_up_rows"] = len(ready.hashes)
+    return codes
 
 
 def encode_images(
@@ -361,6 +492,7 @@ def encode_images(
 
     With ``expected`` set, refuses to compute codes any other way than the fingerprint
     says, since a head applied to differently computed codes gives meaningless answers.
+    An image whose codes hold NaN or inf is a ``non_finite`` failure, as in the store.
     """
     backend = resolve_backend(config)
     if expected is not None:
@@ -371,5 +503,7 @@ def encode_images(
     if not decoded:
         return {}, failures
     encoder = backend.encoder(config)
-    codes = encoder(torch.stack([item.pixels for item in decoded])).numpy()
-    return {item.sha256: row for item, row in zip(decoded, codes, strict=True)}, failures
+    pixels = torch.stack([item.pixels for item in decoded])
+    ready = ReadyBatch([item.sha256 for item in decoded], pixels, failures, len(items))
+    checked = FiniteGuard(encoder)(ready, encoder(pixels))  # codes: at least one row
+    return dict(zip(checked.hashes, checked.codes.numpy(), strict=True)), checked.failures
