@@ -28,6 +28,7 @@ class HostCodes(Protocol):
     def numpy(self) -> np.ndarray:
         """The codes, array of shape (n_images, dim), once they have landed."""
 
+
 _STOP = object()
 
 
@@ -61,9 +62,7 @@ class Committer:
         self._thread = threading.Thread(target=self._run, name="store-committer", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, hashes: list[str], codes: HostCodes | None, failures: list[Failure]
-    ) -> None:
+    def submit(self, hashes: list[str], codes: HostCodes | None, failures: list[Failure]) -> None:
         self._raise_if_failed()
         self._queue.put((hashes, codes, failures))
 

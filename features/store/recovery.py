@@ -129,5 +129,7 @@ def adopt_orphans(
             continue
         adopted.append(ShardRecord(path.name, len(hashes), file_sha256(path), path.stat().st_size))
         known.update(hashes)
-        log(f"store: recovered {len(hashes)} rows from {path.name}, committed just before an interruption")
+        log(
+            f"store: recovered {len(hashes)} rows from {path.name}, committed just before an interruption"
+        )
     return tuple(adopted)

@@ -127,7 +127,8 @@ def test_fingerprint_mismatch_is_refused_on_open_and_on_write(tmp_path):
     store = tmp_path / "store"
     _store(store)
     other = replace(FINGERPRINT, weights="random:1")
-    with pytest.raises(FingerprintMismatch, match="weights: store has 'random:0'"):
+    expected = "weights: the store holds 'random:0', this run computes 'random:1'"
+    with pytest.raises(FingerprintMismatch, match=expected):
         FeatureStore(store, expected=other)
     files = _files(store)
     with pytest.raises(FingerprintMismatch, match="random:1"):
