@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -12,12 +11,12 @@ from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.manifest import read_manifest
 from features.files import write_json
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="dataset root (data.root)")
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)

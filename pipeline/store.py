@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from features.store import maintenance
-from pipeline.cli import run
+from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
@@ -17,7 +16,7 @@ def _store_path(given: Path | None, params: Path) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=("info", "verify", "repair", "compact"))
     parser.add_argument("store", type=Path, nargs="?", help="default: paths.store in params")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -46,8 +45,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"problem: {finding}")
     for finding in report.notices:
         print(f"notice: {finding}")
-    verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{args.command}: {store}: {report.rows} rows in {report.shards} shards: {verdict}")
+    print(f"{args.command}: {store}: {report.summary()}")
     if not report.ok:
         return 1
     return 1 if args.strict and report.notices else 0

@@ -16,11 +16,13 @@ import h5py
 import numpy as np
 
 from features.files import TMP_PREFIX, file_sha256
+from features.store.errors import StoreError
 from features.store.fingerprint import Fingerprint
 from features.store.reader import FeatureStore
 from features.store.shards import (
     INDEX_NAME,
     SHARD_DIR,
+    IndexState,
     ShardRecord,
     non_finite_rows,
     read_index,
@@ -49,14 +51,24 @@ class Problem:
 class VerifyReport:
     """Problems make the store lie or fail; notices (orphans, temp files) do not."""
 
-    rows: int = 0
+    rows: int = 0  # in shards without problems: what readers can be served
     shards: int = 0
+    indexed_rows: int = 0  # what the index lists, damaged shards included
     problems: list[Problem] = field(default_factory=list)
     notices: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def summary(self) -> str:
+        """One line: what the index lists, and how much of it is healthy."""
+        if self.ok:
+            return f"{self.rows} rows in {self.shards} shards: OK"
+        return (
+            f"the index lists {self.indexed_rows} rows in {self.shards} shards, "
+            f"{self.rows} of them healthy: {len(self.problems)} problem(s)"
+        )
 
     def bad_shards(self) -> set[str]:
         return {p.shard for p in self.problems if p.shard is not None}
@@ -107,6 +119,19 @@ def _check_shard(
         return [Problem("unreadable", record.name, str(error))], []
 
 
+def _read_state(root: Path) -> IndexState:
+    """The committed index, or a :class:`StoreError` that says what to do instead."""
+    if not (root / INDEX_NAME).is_file():
+        raise StoreError(f"no feature store at {root}: run the extract stage first")
+    try:
+        return read_index(root)
+    except (OSError, KeyError, ValueError) as error:
+        raise StoreError(
+            f"cannot read {root / INDEX_NAME} ({error}); without it no shard can be trusted. "
+            f"Move the store aside and run the extract stage again."
+        ) from error
+
+
 def verify(root: Path, full: bool = True) -> VerifyReport:
     """Check every shard against the index; ``full`` re-hashes and decodes all bytes."""
     root = Path(root)
@@ -117,6 +142,7 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
         report.problems.append(Problem("index", None, f"{root / INDEX_NAME}: {error}"))
         return report
     report.shards = len(state.shards)
+    report.indexed_rows = state.rows
     counts: Counter[str] = Counter()
     owner: dict[str, str] = {}
     for record in state.shards:
@@ -149,13 +175,8 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
 def repair(root: Path, log=print) -> VerifyReport:
     """Drop bad shards and stray files; the next extract recomputes the dropped rows."""
     root = Path(root)
+    state = _read_state(root)
     report = verify(root)
-    if any(p.kind == "index" for p in report.problems):
-        raise RuntimeError(
-            f"{root / INDEX_NAME} itself is unreadable; shards cannot be trusted without it. "
-            f"Move the store aside and rerun extract."
-        )
-    state = read_index(root)
     bad = report.bad_shards()
     duplicates = [p for p in report.problems if p.kind == "duplicate"]
     with StoreWriter(root, state.fingerprint, log=log, ignore=bad) as writer:
@@ -210,7 +231,7 @@ def compact(root: Path, target_rows: int = 16384, log=print) -> tuple[int, int]:
     leftovers because their rows are already indexed.
     """
     root = Path(root)
-    state = read_index(root)
+    state = _read_state(root)
     with StoreWriter(root, state.fingerprint, log=log) as writer, FeatureStore(root) as reader:
         assert writer.state is not None
         small = [s for s in writer.state.shards if s.rows < target_rows]
@@ -242,7 +263,7 @@ def compact(root: Path, target_rows: int = 16384, log=print) -> tuple[int, int]:
 def info(root: Path) -> dict[str, object]:
     """What a person wants to know about a store at a glance."""
     root = Path(root)
-    state = read_index(root)
+    state = _read_state(root)
     shard_bytes = sum(s.bytes for s in state.shards)
     raw = state.rows * state.fingerprint.dim * np.dtype(state.fingerprint.dtype).itemsize
     return {

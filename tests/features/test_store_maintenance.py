@@ -26,7 +26,7 @@ from features.data.synthetic import make_dataset
 from features.files import file_sha256
 from features.store import FeatureStore, StoreError, StoreWriter
 from features.store.maintenance import compact, info, repair, verify
-from features.store.shards import SHARD_DIR, read_index, write_index, write_shard
+from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_index, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command
 
@@ -108,6 +108,7 @@ def test_damaged_shard_is_found_repaired_and_only_its_rows_recomputed(clean, sto
     found = _cli("verify", str(store))
     assert found.returncode == 1, found.stdout + found.stderr
     assert f"problem: [{kind}] {victim.name}" in found.stdout
+    assert "the index lists 24 rows in 3 shards, 16 of them healthy" in found.stdout
 
     fixed = _cli("repair", str(store))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
@@ -134,7 +135,10 @@ def test_shard_with_a_nan_row_is_found_dropped_and_recomputed(clean, store):
     found = _cli("verify", str(store))
     assert found.returncode == 1, found.stdout + found.stderr
     assert f"problem: [non_finite] {victim.name}: 1 of 8 rows hold NaN or inf" in found.stdout
-    assert f"verify: {store}: 16 rows in 3 shards: 1 problem(s)" in found.stdout
+    summary = (
+        f"verify: {store}: the index lists 24 rows in 3 shards, 16 of them healthy: 1 problem(s)"
+    )
+    assert summary in found.stdout
 
     fixed = _cli("repair", str(store))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
@@ -287,3 +291,24 @@ def test_compact_killed_midway_leaves_old_or_new_set(clean, store, point):
         pass  # the next writer removes whatever the killed compaction left
     assert any("removed" in line for line in logs), logs
     _assert_clean(clean, store)
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "repair", "compact"])
+@pytest.mark.parametrize("state", ["missing", "unreadable"])
+def test_store_commands_on_a_missing_or_unreadable_store_say_so_in_one_line(
+    tmp_path, command, state
+):
+    store = tmp_path / "store"
+    if state == "unreadable":
+        store.mkdir()
+        (store / INDEX_NAME).write_bytes(b"not an HDF5 file")
+    result = _cli(command, str(store))
+    assert "Traceback" not in result.stderr, result.stderr
+    if command == "verify":  # a report, not an error: the problem is the finding
+        assert result.returncode == 1 and "problem: [index]" in result.stdout
+        return
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    expected = "no feature store at" if state == "missing" else "cannot read"
+    assert expected in lines[0]
