@@ -6,13 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from features.compute.distributed import extract_with_dask
-from features.compute.extract import extract_codes
-from features.compute.loader import ImageRef
-from features.data.manifest import read_manifest
-from features.files import write_json
+from features.store.lock import LOCK_NAME, StoreLock
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import load_params
 
 
 def main(argv: Sequence[str]) -> None:
@@ -24,6 +19,16 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    # A store another writer holds is refused in a fraction of a second, before torch, the
+    # params check and the network are loaded; hence the imports below, not at the top.
+    StoreLock(args.store / LOCK_NAME).check_free()
+    from features.compute.distributed import extract_with_dask
+    from features.compute.extract import extract_codes
+    from features.compute.loader import ImageRef
+    from features.data.manifest import read_manifest
+    from features.files import write_json
+    from pipeline.params import load_params
+
     params = load_params(args.params)
     refs = [ImageRef(row.sha256, args.data / row.path) for row in read_manifest(args.manifest)]
     run_extraction = extract_with_dask if params.extract.scheduler == "dask" else extract_codes

@@ -30,12 +30,12 @@ from features.compute.extract import (
     FiniteGuard,
     FiniteStats,
     open_run,
-    progress_bar,
     resolve_backend,
 )
 from features.compute.loader import Failure, ImageRef, make_loader
 from features.compute.prefetch import prepare_batch
 from features.data.images import ImageLimits
+from features.progress import progress as show_progress
 from features.store.fingerprint import Fingerprint
 from features.store.shards import SHARD_DIR, ShardRecord, SkipRecord, write_shard
 
@@ -156,7 +156,7 @@ def extract_with_dask(
         local_threads = (
             max(1, (os.cpu_count() or 1) // options.workers) if options.address is None else None
         )
-        bar = progress_bar(len(pending), "extract (dask)", enabled=progress)
+        bar = show_progress(len(pending), "extract (dask)", enabled=progress)
         with _client(options) as client:
             futures = client.map(
                 extract_partition,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torchvision
-from tqdm import tqdm
 
 from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
 from features.compute.encoder import (
@@ -35,10 +33,11 @@ from features.compute.encoder import (
 )
 from features.compute.loader import Batch, Failure, ImageRef, decode_item, make_loader
 from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
-from features.compute.weights import ResolvedWeights, resolve_weights
+from features.compute.weights import ResolvedWeights, identify_weights
 from features.data.images import ImageLimits
 from features.data.preprocess import Preprocessing
 from features.errors import UserError
+from features.progress import progress as show_progress
 from features.store import StoreWriter
 from features.store.committer import CommitStats, Committer
 from features.store.fingerprint import Fingerprint
@@ -56,7 +55,6 @@ __all__ = [
     "extract_codes",
     "make_fingerprint",
     "open_run",
-    "progress_bar",
     "random_weights_banner",
     "resolve_backend",
 ]
@@ -166,19 +164,6 @@ class ExtractReport:
         )
 
 
-def progress_bar(total: int | None, description: str, enabled: bool = True) -> tqdm:
-    """images/s and ETA; redrawn every 30 s (not every batch) when logging to a file."""
-    interactive = sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        unit="img",
-        desc=description,
-        disable=not enabled,
-        smoothing=0.1,
-        mininterval=0.1 if interactive else 30.0,
-    )
-
-
 def random_weights_banner(identity: str) -> str:
     return (
         f"NOTE: {identity} - codes come from RANDOM weights, not ImageNet. They exercise the "
@@ -248,11 +233,15 @@ class Backend:
 
 
 def resolve_backend(config: ExtractConfig) -> Backend:
-    """Fetch and verify weights, pick device and precision, and fingerprint the result."""
+    """Fetch and verify weights, pick device and precision, and fingerprint the result.
+
+    Nothing heavy happens here: the tensors load, and the network is built, only in
+    :meth:`Backend.encoder`, after the store has accepted the lock and the fingerprint.
+    """
     spec = get_backbone(config.backbone)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
+    weights = identify_weights(spec, config.weights, config.seed, config.weights_sha256)
     fingerprint = make_fingerprint(config, weights.identity, precision)
     return Backend(spec, device, precision, weights, fingerprint)
 
@@ -321,12 +310,13 @@ class FiniteGuard:
     ``non_finite`` skip, as the same bytes and fingerprint give the same codes again.
     Finite rows are never recomputed, so they equal a clean run's bit for bit. A batch
     without a single finite row points at the settings rather than the images: the run
-    stops.
+    stops; a lone image in a batch of one, after finite batches, is only skipped.
     """
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.stats = FiniteStats()
+        self._finite_seen = False
 
     def __call__(self, ready: ReadyBatch, codes: PendingCodes | None) -> CheckedBatch:
         if codes is None:
@@ -334,11 +324,12 @@ class FiniteGuard:
         rows = codes.numpy()
         finite = _finite_rows(rows)
         if finite.all():
+            self._finite_seen = True
             return CheckedBatch(ready.hashes, codes, ready.failures)
         fp32 = self.encoder.fp32()
         if fp32 is not None:
             rows, finite = self._recompute(fp32, ready.pixels, rows, finite)
-        if not finite.any():
+        if not finite.any() and (len(rows) > 1 or not self._finite_seen):
             raise UserError(
                 f"every image of a batch gave NaN or inf codes"
                 f"{' (also recomputed in fp32)' if fp32 else ''}: check extract.preprocessing "
@@ -350,6 +341,7 @@ class FiniteGuard:
             for i in np.flatnonzero(~finite)
         ]
         self.stats.skipped += len(skips)
+        self._finite_seen = self._finite_seen or bool(finite.any())
         kept = np.flatnonzero(finite)
         return CheckedBatch(
             [ready.hashes[i] for i in kept],
@@ -437,7 +429,7 @@ def _drain(
     guard = FiniteGuard(encoder) if guard is None else guard
     timings = {} if timings is None else timings
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    bar = progress_bar(total, "extract", enabled=progress)
+    bar = show_progress(total, "extract", enabled=progress)
 
     def prepare(batch: Batch) -> ReadyBatch:
         return prepare_batch(batch, preprocessing, limits, encoder.device)
@@ -496,7 +488,13 @@ def encode_images(
     """
     backend = resolve_backend(config)
     if expected is not None:
-        expected.require_same(backend.fingerprint, "the head's training codes")
+        expected.require_same(
+            backend.fingerprint,
+            "the head",
+            ours="it was trained on",
+            theirs="extract params now compute",
+            fix="Set extract back to what the head was trained with, or retrain the head.",
+        )
     items = [decode_item(sha, data, config.preprocessing, limits) for sha, data in images]
     decoded = [item for item in items if item.pixels is not None]
     failures = [item.failure for item in items if item.failure is not None]

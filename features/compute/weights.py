@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 import urllib.error
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from features.compute.backbones import BackboneSpec
 from features.errors import UserError
 from features.files import file_sha256
 
-__all__ = ["ResolvedWeights", "WeightsError", "resolve_weights"]
+__all__ = ["ResolvedWeights", "WeightsError", "identify_weights", "resolve_weights"]
 
 RANDOM = "random"
 IMAGENET = "imagenet"
@@ -37,14 +38,22 @@ class WeightsError(UserError):
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """A verified state dict (None for random weights) and its identity for the fingerprint."""
+    """Verified weights: their identity for the fingerprint, the tensors loaded on first use.
 
-    state_dict: dict[str, torch.Tensor] | None
+    Hashing comes before loading, so a run that will be refused (a locked store, codes of
+    another fingerprint) is refused before it pays for reading hundreds of MB of tensors.
+    """
+
     identity: str  # "sha256:<hex>" or "random:<seed>"
+    path: Path | None = None  # None: torchvision's seeded random initialisation
 
     @property
     def is_random(self) -> bool:
-        return self.state_dict is None
+        return self.path is None
+
+    @cached_property
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None if self.path is None else _load_state_dict(self.path)
 
 
 def _checkpoint_dir() -> Path:
@@ -116,22 +125,31 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def resolve_weights(
+def identify_weights(
     spec: BackboneSpec, setting: str, seed: int, expected_sha256: str | None = None
 ) -> ResolvedWeights:
-    """Fetch (if needed), verify and load the weights that ``setting`` names."""
+    """Fetch (if needed) and verify the weights ``setting`` names, without loading them."""
     if setting == RANDOM:
-        return ResolvedWeights(state_dict=None, identity=f"random:{seed}")
+        return ResolvedWeights(identity=f"random:{seed}")
     if setting == IMAGENET:
         target = _checkpoint_dir() / spec.imagenet.filename
         if not target.exists():
             _download(spec, target)
         digest = _verified(target, spec.imagenet.sha256, "ImageNet checkpoint")
-        return ResolvedWeights(_load_state_dict(target), identity=f"sha256:{digest}")
+        return ResolvedWeights(f"sha256:{digest}", target)
     path = Path(setting).expanduser()
     if not path.is_file():
         raise WeightsError(
             f"extract.weights={setting!r} is neither 'imagenet', 'random' nor an existing file"
         )
     digest = _verified(path, expected_sha256, "weights file")
-    return ResolvedWeights(_load_state_dict(path), identity=f"sha256:{digest}")
+    return ResolvedWeights(f"sha256:{digest}", path)
+
+
+def resolve_weights(
+    spec: BackboneSpec, setting: str, seed: int, expected_sha256: str | None = None
+) -> ResolvedWeights:
+    """:func:`identify_weights`, then load the tensors: a file that is not one fails here."""
+    weights = identify_weights(spec, setting, seed, expected_sha256)
+    _ = weights.state_dict
+    return weights

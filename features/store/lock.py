@@ -19,7 +19,9 @@ from pathlib import Path
 
 from features.errors import UserError
 
-__all__ = ["LockError", "StoreLock"]
+__all__ = ["LOCK_NAME", "LockError", "StoreLock"]
+
+LOCK_NAME = "LOCK"  # in the store directory, present only while a writer runs
 
 
 class LockError(UserError):
@@ -58,12 +60,7 @@ class StoreLock:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(handle)
-                os.close(handle)
-                raise LockError(
-                    f"store {self.path.parent} is being written by {_describe(holder)}. "
-                    f"Wait for it to finish or stop it; readers are not affected."
-                ) from None
+                raise self._held(handle) from None
             # The previous holder may have unlinked the file between our open and flock.
             try:
                 same = os.fstat(handle).st_ino == os.stat(self.path).st_ino
@@ -90,6 +87,32 @@ class StoreLock:
         except BaseException:  # a full disk: do not keep the store locked by a leaked fd
             self.release()
             raise
+
+    def _held(self, handle: int) -> LockError:
+        """The refusal naming the live holder; closes ``handle``."""
+        holder = _read_holder(handle)
+        os.close(handle)
+        return LockError(
+            f"store {self.path.parent} is being written by {_describe(holder)}. "
+            f"Wait for it to finish or stop it; readers are not affected."
+        )
+
+    def check_free(self) -> None:
+        """Refuse now if a live writer holds the lock, without taking it or creating files.
+
+        Lets a run fail in a fraction of a second instead of after importing torch and
+        building the network; :meth:`acquire` still decides for real.
+        """
+        try:
+            handle = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._held(handle) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
 
     def stale_message(self) -> str | None:
         if self.took_over is None:

@@ -17,7 +17,7 @@ import numpy as np
 from features.files import file_sha256
 from features.store.errors import disk_full_is
 from features.store.fingerprint import Fingerprint
-from features.store.lock import StoreLock
+from features.store.lock import LOCK_NAME, StoreLock
 from features.store.recovery import indexed_hashes, recover
 from features.store.shards import (
     SHARD_DIR,
@@ -53,7 +53,7 @@ class StoreWriter:
         self.compression = compression
         self.log = log
         self._ignore = frozenset(ignore)  # indexed shards not to read: repair drops them
-        self._lock = StoreLock(self.root / "LOCK")
+        self._lock = StoreLock(self.root / LOCK_NAME)
         self._known: set[str] = set()
         self.state: IndexState | None = None
 

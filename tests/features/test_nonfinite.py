@@ -230,3 +230,13 @@ def test_encode_images_reports_non_finite_images_as_failures(monkeypatch, data):
     assert [(f.sha256, f.reason) for f in failures] == [(data.flat, NON_FINITE)]
     assert sorted(codes) == sorted(sha for sha, _ in blobs if sha != data.flat)
     assert all(np.isfinite(row).all() for row in codes.values())
+
+
+def test_a_lone_non_finite_image_in_a_batch_of_one_is_skipped_not_a_stop(
+    tmp_path, monkeypatch, data
+):
+    """Batch 7 of 4-image batches holds one image: it says nothing about the settings."""
+    _poison(monkeypatch, _every_row_from_call(7))
+    report = _extract(data, tmp_path / "store")
+    assert (report.computed, report.skipped, report.non_finite) == (24, 1, 1)
+    assert verify(tmp_path / "store").ok

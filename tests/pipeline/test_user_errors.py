@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.manifest import build_manifest, write_manifest
 from features.data.scan import scan_dataset
+from features.files import file_sha256
+from features.store.fingerprint import FingerprintMismatch
+from features.store.lock import LOCK_NAME, StoreLock
 from pipeline.cli import EXIT_USER_ERROR, one_line
 from pipeline.workspace import merge, workspace_env
 from tests.conftest import LIMITS, SMALL_CONFIG, TEST_PARAMS
@@ -139,11 +143,7 @@ def test_params_check_passes_on_good_params(workspace):
 
 
 def test_extract_into_a_store_with_another_fingerprint(workspace):
-    root = workspace / "images"
-    outcomes, predefined = scan_dataset(root, LIMITS, n_jobs=1)
-    rows, _, _ = build_manifest(outcomes, root, predefined, "salt", 0.5)
-    write_manifest(workspace / "manifest.csv", rows)
-    refs = [ImageRef(row.sha256, root / row.path) for row in rows]
+    refs = _manifest_and_refs(workspace)
     extract_codes(refs, workspace / "store", SMALL_CONFIG, LIMITS, progress=False)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["extract"]["seed"] = SMALL_CONFIG.seed + 1
@@ -159,6 +159,67 @@ def test_extract_into_a_store_with_another_fingerprint(workspace):
     debug = _stage(workspace, "extract", *args, "--debug")
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "FingerprintMismatch" in debug.stderr
+
+
+def _manifest_and_refs(workspace: Path) -> list[ImageRef]:
+    root = workspace / "images"
+    outcomes, predefined = scan_dataset(root, LIMITS, n_jobs=1)
+    rows, _, _ = build_manifest(outcomes, root, predefined, "salt", 0.5)
+    write_manifest(workspace / "manifest.csv", rows)
+    return [ImageRef(row.sha256, root / row.path) for row in rows]
+
+
+EXTRACT_ARGS = ("--data", "images", "--manifest", "manifest.csv", "--store", "store")
+EXTRACT_ARGS += ("--report", "extract.json")
+
+
+def test_a_locked_store_is_refused_before_torch_is_even_imported(workspace):
+    _manifest_and_refs(workspace)
+    (workspace / "store").mkdir()
+    holder = StoreLock(workspace / "store" / LOCK_NAME)
+    holder.acquire()
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "pipeline.extract", *EXTRACT_ARGS],
+            cwd=workspace,
+            env=workspace_env(),
+            text=True,
+            capture_output=True,
+            timeout=300,
+        )
+    finally:
+        holder.release()
+    imported = [line.split("|")[-1].strip() for line in refused.stderr.splitlines()]
+    assert refused.returncode == EXIT_USER_ERROR, refused.stderr
+    assert "is being written by pid" in refused.stderr
+    assert not [name for name in imported if name.split(".")[0] == "torch"]
+
+
+def test_a_fingerprint_mismatch_is_refused_before_weights_load_or_the_model_is_built(
+    workspace, monkeypatch
+):
+    refs = _manifest_and_refs(workspace)
+    extract_codes(refs, workspace / "store", SMALL_CONFIG, LIMITS, progress=False)
+    not_weights = workspace / "weights.pth"
+    not_weights.write_bytes(b"not a state dict: loading it would fail")
+    config = replace(
+        SMALL_CONFIG, weights=str(not_weights), weights_sha256=file_sha256(not_weights)
+    )
+
+    def never(*args: object) -> None:
+        raise AssertionError("the network was built for a run the store refuses")
+
+    monkeypatch.setattr("features.compute.extract.build_extractor", never)
+    with pytest.raises(FingerprintMismatch, match="weights: the store holds 'random:"):
+        extract_codes(refs, workspace / "store", config, LIMITS, progress=False)
+
+
+def test_extract_off_a_terminal_logs_whole_progress_lines(workspace):
+    _manifest_and_refs(workspace)
+    result = _stage(workspace, "extract", *EXTRACT_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    assert "extract: 6/6 img (100%)" in result.stderr
 
 
 def test_train_an_unknown_head(workspace):
