@@ -28,6 +28,7 @@ from features.store.shards import (
     SHARD_DIR,
     IndexState,
     ShardRecord,
+    non_finite_rows,
     read_index,
     read_shard_hashes,
     write_index,
@@ -102,8 +103,8 @@ def adopt_orphans(
 ) -> tuple[ShardRecord, ...]:
     """Records for unindexed shards worth keeping; their hashes are added to ``known``.
 
-    A shard is kept only if it has the store's fingerprint and adds rows nobody holds yet;
-    others are deleted, and unreadable ones left for ``repair``.
+    A shard is kept only if it has the store's fingerprint, only finite codes, and adds
+    rows nobody holds yet; others are deleted, and unreadable ones left for ``repair``.
     """
     indexed = {shard.name for shard in state.shards}
     adopted: list[ShardRecord] = []
@@ -114,22 +115,24 @@ def adopt_orphans(
             with h5py.File(path, "r") as handle:
                 same = handle.attrs["fingerprint"] == state.fingerprint.to_json()
                 hashes = [value.decode() for value in handle["hashes"][:]]
+                finite = not len(non_finite_rows(handle["codes"]))
         except (OSError, KeyError):
             log(
                 f"store: {path.name} is unreadable and not indexed; "
                 f"`pipeline.store repair` removes it"
             )
             continue
-        if not same or known.intersection(hashes) or len(set(hashes)) != len(hashes):
+        if not finite or not same or known.intersection(hashes) or len(set(hashes)) != len(hashes):
             path.unlink()
             log(
-                f"store: removed {path.name}, a shard whose rows are already indexed "
-                f"or that was computed differently"
+                f"store: removed {path.name}, a shard whose rows are already indexed, "
+                f"hold NaN or inf, or were computed differently"
             )
             continue
         adopted.append(ShardRecord(path.name, len(hashes), file_sha256(path), path.stat().st_size))
         known.update(hashes)
         log(
-            f"store: recovered {len(hashes)} rows from {path.name}, committed just before an interruption"
+            f"store: recovered {len(hashes)} rows from {path.name}, "
+            f"committed just before an interruption"
         )
     return tuple(adopted)

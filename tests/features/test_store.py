@@ -325,6 +325,22 @@ def test_a_worker_shard_holding_nan_is_refused_and_deleted(tmp_path):
         assert _files(store) == before
 
 
+def test_an_orphan_shard_holding_nan_is_removed_not_adopted(tmp_path):
+    """Only a hand edit or an old version can leave one; recovery must not serve it."""
+    store = tmp_path / "store"
+    _store(store, blocks=1)
+    before = _files(store)
+    record = write_shard(store / SHARD_DIR, _hashes(4, start=50), _codes(4, 6), FINGERPRINT)
+    path = store / SHARD_DIR / record.name
+    with h5py.File(path, "r+") as handle:
+        handle["codes"][2, 3] = np.inf
+    said: list[str] = []
+    with StoreWriter(store, FINGERPRINT, log=said.append):
+        pass
+    assert not path.exists() and any("hold NaN or inf" in line for line in said)
+    assert _files(store) == before
+
+
 # --- a full disk --------------------------------------------------------------------------
 
 
