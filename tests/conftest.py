@@ -34,6 +34,14 @@ SMALL_EXTRACT = {
     "preprocessing": {"resize": 32, "crop": 32},
 }
 SMALL_CONFIG = parse(ExtractConfig, SMALL_EXTRACT, "extract")
+# A workspace over generated shapes under data/shapes, for the tests that run dvc.
+SHAPES = "data/shapes"
+SHAPES_OVERRIDES = {
+    "downloads": {},
+    "data": {"root": SHAPES},
+    "split": {"test_fraction": 0.25},
+    "extract": SMALL_EXTRACT,
+}
 LIMITS = ImageLimits()
 
 

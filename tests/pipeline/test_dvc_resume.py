@@ -21,16 +21,11 @@ from features.data.synthetic import make_dataset
 from features.store.maintenance import verify
 from features.store.shards import read_index
 from pipeline.workspace import create_workspace, run_in, workspace_env
-from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
+from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
 
-DATA = "data/shapes"
+DATA = SHAPES
 IMAGES = 120  # 4 classes x 30: a few seconds of extraction, a commit every 8 images
-OVERRIDES = {
-    "downloads": {},
-    "data": {"root": DATA},
-    "split": {"test_fraction": 0.25},
-    "extract": SMALL_EXTRACT,
-}
+OVERRIDES = SHAPES_OVERRIDES
 
 
 def _stages(workspace: Path) -> dict:

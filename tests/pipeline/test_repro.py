@@ -14,18 +14,12 @@ import yaml
 
 from features.data.synthetic import make_dataset, make_image
 from pipeline.workspace import create_workspace, run_in
-from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
+from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
 
 pytestmark = pytest.mark.slow
 
-DATA = "data/shapes"
-OVERRIDES = {
-    "downloads": {},
-    "data": {"root": DATA},
-    "split": {"test_fraction": 0.25},
-    "extract": SMALL_EXTRACT,
-    "heads": {"mlp": {"hidden": [32], "max_iter": 50}},
-}
+DATA = SHAPES
+OVERRIDES = {**SHAPES_OVERRIDES, "heads": {"mlp": {"hidden": [32], "max_iter": 50}}}
 HEADS = ("logreg", "svm", "mlp")
 
 

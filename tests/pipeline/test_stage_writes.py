@@ -24,19 +24,13 @@ import yaml
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX
 from pipeline.workspace import PROJECT_ROOT, create_workspace, run_in, workspace_env
-from tests.conftest import SMALL_EXTRACT, TEST_PARAMS_FILE
+from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
 from tests.write_guard import EXIT_UNSAFE_WRITE
 
 pytestmark = pytest.mark.slow
 
-DATA = "data/shapes"
-OVERRIDES = {
-    "downloads": {},
-    "data": {"root": DATA},
-    "split": {"test_fraction": 0.25},
-    "extract": SMALL_EXTRACT,
-    "heads": {"logreg": {}},
-}
+DATA = SHAPES
+OVERRIDES = {**SHAPES_OVERRIDES, "heads": {"logreg": {}}}
 STAGES = ("prepare", "extract", "train@logreg", "compare")
 OUTPUT_DIRS = ("data", "reports", "models", "metrics", "plots")
 PNG_END = b"IEND\xaeB`\x82"
