@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,18 @@ from features.data.manifest import ManifestRow
 from features.errors import UserError
 from features.store import FeatureStore
 
-__all__ = ["SplitData", "class_names", "iter_split", "load_split"]
+__all__ = [
+    "EVALUATE_ON",
+    "SplitData",
+    "SplitPlan",
+    "class_names",
+    "iter_split",
+    "load_split",
+    "missing_classes",
+    "plan_splits",
+]
+
+EVALUATE_ON = ("auto", "test", "val")
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,61 @@ class SplitData:
 
 def class_names(rows: Sequence[ManifestRow]) -> list[str]:
     return sorted({row.label for row in rows})
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which split gives the reported figure and which, if any, chooses hyperparameters."""
+
+    evaluate: str  # "test" or "val"
+    select: str | None  # "val" when a val split is free to choose with, else None
+    note: str | None  # why the figure is not on test; None when it is
+
+
+def _listing(splits: Sequence[str]) -> str:
+    return ", ".join(f"{split}/" for split in splits) or "no split"
+
+
+def _has_split_folders(rows: Sequence[ManifestRow]) -> bool:
+    """True when the dataset brought its own split folders (``train/<class>/...``)."""
+    return all(row.path.split("/", 1)[0] == row.split for row in rows)
+
+
+def plan_splits(rows: Sequence[ManifestRow], evaluate_on: str, root: str) -> SplitPlan:
+    """Test gives the figure when there is one, else val; val selects when it is not the
+    evaluation split. Decided from the manifest alone, before any fitting, so an
+    unusable dataset fails in a second with a message instead of a scikit-learn traceback.
+    """
+    counts = Counter(row.split for row in rows)
+    present = [split for split in ("train", "val", "test") if counts[split]]
+    if not counts["train"]:
+        raise UserError(
+            f"no images to train on: no train/ images under {root} (found only {_listing(present)})"
+        )
+    wanted = ("test", "val") if evaluate_on == "auto" else (evaluate_on,)
+    found = [split for split in wanted if counts[split]]
+    if not found:
+        looked = " and ".join(f"{split}/" for split in wanted)
+        hint = "" if _has_split_folders(rows) else "; raise split.test_fraction"
+        raise UserError(
+            f"no images to evaluate on: looked for {looked} under {root} (the dataset has "
+            f"only {_listing(present)}){hint}"
+        )
+    evaluate = found[0]
+    note = None
+    if evaluate == "val":
+        reason = (
+            "the dataset has no test split" if not counts["test"] else "evaluation.evaluate_on: val"
+        )
+        note = f"evaluated on val: {reason}"
+    select = "val" if counts["val"] and evaluate != "val" else None
+    return SplitPlan(evaluate, select, note)
+
+
+def missing_classes(rows: Sequence[ManifestRow], split: str) -> list[str]:
+    """Classes with no image in ``split``: they can have no recall or F1 there."""
+    present = {row.label for row in rows if row.split == split}
+    return [label for label in class_names(rows) if label not in present]
 
 
 def _rows(rows: Sequence[ManifestRow], split: str, store: FeatureStore) -> list[ManifestRow]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 
+from classifiers.data import EVALUATE_ON
 from classifiers.heads import HEADS, HeadParams
 from features.compute.extract import ExtractConfig
 from features.data.images import ImageLimits
@@ -45,6 +46,12 @@ class SplitParams:
     test_fraction: float = field(default=0.2, metadata={"min_exclusive": 0, "max": 0.9})
     val_fraction: float = field(default=0.0, metadata={"min": 0, "max": 0.9})
     salt: str = "split-v1"  # change it to draw a different (still stable) split
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    # auto: test when the dataset has one, else val (said in every metrics file).
+    evaluate_on: str = field(default="auto", metadata={"choices": EVALUATE_ON})
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class Params:
     extract: ExtractConfig
     downloads: dict[str, DownloadParams]
     heads: dict[str, HeadEntry]
+    evaluation: EvaluationParams = field(default_factory=EvaluationParams)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class _Sections:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     downloads: dict[str, DownloadParams] = field(default_factory=dict)
     heads: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationParams = field(default_factory=EvaluationParams)
 
 
 def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
@@ -185,7 +194,13 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: {len(lines)} problems:\n  " + "\n  ".join(lines))
     assert sections is not None
     return Params(
-        sections.paths, sections.data, sections.split, sections.extract, sections.downloads, heads
+        sections.paths,
+        sections.data,
+        sections.split,
+        sections.extract,
+        sections.downloads,
+        heads,
+        sections.evaluation,
     )
 
 

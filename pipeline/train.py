@@ -1,4 +1,8 @@
-"""Stage ``train@<head>``: fit one head on stored train codes, evaluate it on test."""
+"""Stage ``train@<head>``: fit one head on stored train codes, evaluate it on test (or val).
+
+The evaluated split is test when the dataset has one, else val, and the metrics say which
+(``evaluated_on``); with both, val chooses the head's hyperparameters (``selected_on``).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,70 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from classifiers.data import class_names, iter_split, load_split
+from classifiers.data import (
+    SplitPlan,
+    class_names,
+    iter_split,
+    load_split,
+    missing_classes,
+    plan_splits,
+)
 from classifiers.evaluate import evaluate
-from classifiers.fit import fit_head, fit_streaming
+from classifiers.fit import FitResult, fit_head, fit_streaming
 from classifiers.heads import HEADS
 from classifiers.persist import save_head
 from features.compute.extract import random_weights_banner
-from features.data.manifest import read_manifest
+from features.data.manifest import ManifestRow, read_manifest
 from features.errors import UserError
 from features.files import atomic_open, write_json
 from features.store import FeatureStore
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import load_params
+from pipeline.params import HeadEntry, load_params
 
 
 def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None:
-    """One row per test image, the input of DVC's confusion-matrix template."""
+    """One row per evaluated image, the input of DVC's confusion-matrix template."""
     with atomic_open(path, newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["sha256", "actual", "predicted"])
         writer.writerows(zip(hashes, actual, predicted, strict=True))
+
+
+def _fit(
+    entry: HeadEntry,
+    rows: list[ManifestRow],
+    classes: list[str],
+    store: FeatureStore,
+    plan: SplitPlan,
+) -> tuple[FitResult, int]:
+    """The fitted head and its number of train images; val is passed only to choose with."""
+    if HEADS[entry.kind].streaming:
+        n_train = sum(row.split == "train" for row in rows)
+        result = fit_streaming(
+            entry.kind,
+            entry.params,
+            classes,
+            lambda epoch: iter_split(
+                rows, "train", store, entry.params.chunk_rows, entry.params.seed + epoch
+            ),
+        )
+        return result, n_train
+    train = load_split(rows, "train", store)
+    val = None
+    if plan.select:
+        held_out = load_split(rows, plan.select, store)
+        val = (held_out.X, held_out.y)
+    return fit_head(entry.kind, entry.params, train.X, train.y, val=val), len(train.y)
+
+
+def _warn_missing(rows: list[ManifestRow], split: str) -> list[str]:
+    missing = missing_classes(rows, split)
+    if missing:
+        print(
+            f"warning: class(es) {', '.join(map(repr, missing))} have no {split} images: "
+            f"no recall or F1 for them in this evaluation"
+        )
+    return missing
 
 
 def main(argv: Sequence[str]) -> None:
@@ -48,31 +96,21 @@ def main(argv: Sequence[str]) -> None:
     entry = params.heads[args.head]
     rows = read_manifest(args.manifest)
     classes = class_names(rows)
+    plan = plan_splits(rows, params.evaluation.evaluate_on, params.data.root)
+    if plan.note:
+        print(f"train@{args.head}: {plan.note}")
+    missing = _warn_missing(rows, plan.evaluate)
     with FeatureStore(args.store) as store:
         fingerprint = store.fingerprint
         if fingerprint.is_random:
             print(random_weights_banner(fingerprint.weights))
-        if HEADS[entry.kind].streaming:
-            n_train = sum(row.split == "train" for row in rows)
-            result = fit_streaming(
-                entry.kind,
-                entry.params,
-                classes,
-                lambda epoch: iter_split(
-                    rows, "train", store, entry.params.chunk_rows, entry.params.seed + epoch
-                ),
-            )
-        else:
-            train = load_split(rows, "train", store)
-            n_train = len(train.y)
-            result = fit_head(entry.kind, entry.params, train.X, train.y)
-            del train
-        test = load_split(rows, "test", store)
-        metrics, predicted = evaluate(result.model, test.X, test.y, classes)
+        result, n_train = _fit(entry, rows, classes, store, plan)
+        held_out = load_split(rows, plan.evaluate, store)
+        metrics, predicted = evaluate(result.model, held_out.X, held_out.y, classes)
         val = None
-        if any(row.split == "val" for row in rows):
-            held_out = load_split(rows, "val", store)
-            val = evaluate(result.model, held_out.X, held_out.y, classes)[0]
+        if plan.evaluate != "val" and any(row.split == "val" for row in rows):
+            val_split = load_split(rows, "val", store)
+            val = evaluate(result.model, val_split.X, val_split.y, classes)[0]
     sidecar = save_head(
         result.model, args.model, args.head, entry.kind, fingerprint, classes, asdict(result.params)
     )
@@ -83,7 +121,11 @@ def main(argv: Sequence[str]) -> None:
             "fit_seconds": result.fit_seconds,
             "model_bytes": args.model.stat().st_size,
             "n_train": n_train,
-            "n_test": metrics.pop("n"),
+            "n_test": metrics.pop("n"),  # images in the evaluated split (evaluated_on)
+            "evaluated_on": plan.evaluate,
+            "evaluation_note": plan.note,
+            "classes_not_evaluated": missing,
+            "selected_on": result.selected_on,
             "params": asdict(result.params),
             "cv": result.cv,
             "backbone": fingerprint.backbone,
@@ -95,13 +137,14 @@ def main(argv: Sequence[str]) -> None:
     if val is not None:
         metrics["val"] = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     write_json(args.metrics, metrics)
-    _write_predictions(args.predictions, test.hashes, test.y, predicted)
+    _write_predictions(args.predictions, held_out.hashes, held_out.y, predicted)
     label = (
         " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
     )
     print(
-        f"train@{args.head}: accuracy {metrics['accuracy']:.4f}, fit {result.fit_seconds:.2f} s, "
-        f"{n_train} train / {metrics['n_test']} test{label}"
+        f"train@{args.head}: accuracy {metrics['accuracy']:.4f} on {plan.evaluate}, "
+        f"fit {result.fit_seconds:.2f} s, {n_train} train / {metrics['n_test']} "
+        f"{plan.evaluate}{label}"
     )
 
 
