@@ -28,8 +28,8 @@ from pathlib import Path
 import PIL
 from joblib import Parallel, delayed
 
-from features.errors import UserError
 from features.data.images import ImageLimits, ImageRejected, probe_image
+from features.errors import UserError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -38,6 +38,7 @@ __all__ = [
     "ScanCache",
     "class_folders",
     "detect_layout",
+    "image_files",
     "scan_dataset",
 ]
 
@@ -269,6 +270,36 @@ def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> F
     return replace(base, detail=verdict["detail"])
 
 
+def _screen(relative: str, path: Path, problem: str) -> FileOutcome | None:
+    """The outcome of a file that is never opened as an image, or None for a candidate."""
+    if problem:
+        bucket, reason, detail = problem.split(":", 2)
+        return FileOutcome(relative, bucket, reason, detail)
+    if any(_is_hidden_or_system(part) for part in relative.split("/")):
+        return FileOutcome(relative, IGNORED, "hidden_or_system")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        extension = f"extension {path.suffix or '(none)'!r}"
+        return FileOutcome(relative, IGNORED, "not_an_image_extension", extension)
+    return None
+
+
+def image_files(root: Path) -> list[FileOutcome]:
+    """Files under ``root`` that ``prepare`` would open as images, by its rules, sorted.
+
+    ``used`` (not yet validated) for a candidate; ``skipped`` for one it refuses to open
+    (a symlink leaving ``root``, a loop, an unreadable folder). Ignored files (hidden,
+    system, other extensions, folder links) are left out. For folders without classes,
+    such as ``predict``'s inputs, so every command agrees on what counts as an image.
+    """
+    outcomes = (
+        _screen(relative, path, problem) or FileOutcome(relative, USED)
+        for relative, path, problem in _walk(Path(root))
+    )
+    return sorted(
+        (outcome for outcome in outcomes if outcome.bucket != IGNORED), key=lambda o: o.path
+    )
+
+
 def _place(relative: str, predefined: bool) -> tuple[str, str] | None:
     """(label, split) of a file from its folders, or None when it sits outside a class."""
     parts = relative.split("/")
@@ -293,20 +324,8 @@ def scan_dataset(
     outcomes: list[FileOutcome] = []
     candidates: list[_Candidate] = []
     for relative, path, problem in _walk(root):
-        if problem:
-            bucket, reason, detail = problem.split(":", 2)
-            outcomes.append(FileOutcome(relative, bucket, reason, detail))
-        elif any(_is_hidden_or_system(part) for part in relative.split("/")):
-            outcomes.append(FileOutcome(relative, IGNORED, "hidden_or_system"))
-        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-            outcomes.append(
-                FileOutcome(
-                    relative,
-                    IGNORED,
-                    "not_an_image_extension",
-                    f"extension {path.suffix or '(none)'!r}",
-                )
-            )
+        if (screened := _screen(relative, path, problem)) is not None:
+            outcomes.append(screened)
         elif (place := _place(relative, predefined)) is None:
             where = "a split's class folder" if predefined else "a class folder"
             outcomes.append(
