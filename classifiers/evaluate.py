@@ -15,7 +15,15 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-__all__ = ["evaluate", "predict_ms_per_1000"]
+from classifiers.stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    bootstrap_intervals,
+    json_safe,
+)
+
+__all__ = ["evaluate", "per_class_scores", "predict_ms_per_1000"]
 
 
 def predict_ms_per_1000(model: Pipeline, X: np.ndarray, repeats: int = 3) -> float:
@@ -30,22 +38,41 @@ def predict_ms_per_1000(model: Pipeline, X: np.ndarray, repeats: int = 3) -> flo
     return 1000.0 * best * 1000.0 / len(X)
 
 
+def per_class_scores(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class; None (n/a) where a score is undefined.
+
+    A class absent from the split has no recall, and one never predicted no precision:
+    they are None rather than a zero that would read as a measured failure.
+    """
+    scores = precision_recall_fscore_support(y, predicted, labels=classes, zero_division=np.nan)
+    return {
+        label: json_safe({"precision": p, "recall": r, "f1": f, "support": int(s)})
+        for label, p, r, f, s in zip(classes, *scores, strict=True)
+    }
+
+
 def evaluate(
     model: Pipeline, X: np.ndarray, y: np.ndarray, classes: list[str]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics on (``X``, ``y``) and the predictions they were computed from."""
+    """Metrics on (``X``, ``y``) and the predictions they were computed from.
+
+    Macro-F1 averages over the classes present in ``y`` or predicted (as the bootstrap
+    does), so a class the split lacks does not count as a zero.
+    """
     predicted = model.predict(X)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=classes, zero_division=0
-    )
+    intervals = bootstrap_intervals(y, predicted)
     metrics = {
         "accuracy": float(accuracy_score(y, predicted)),
+        "accuracy_ci": intervals["accuracy"],
         "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
-        "macro_f1": float(f1_score(y, predicted, labels=classes, average="macro", zero_division=0)),
-        "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+        "macro_f1": float(f1_score(y, predicted, average="macro")),
+        "macro_f1_ci": intervals["macro_f1"],
+        "bootstrap": {
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "seed": BOOTSTRAP_SEED,
+            "confidence": CONFIDENCE,
         },
+        "per_class": per_class_scores(y, predicted, classes),
         "confusion_matrix": {
             "labels": classes,
             "matrix": confusion_matrix(y, predicted, labels=classes).tolist(),
