@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.data.manifest import ManifestRow
+from features.data.scan import SPLITS
 from features.errors import UserError
 from features.store import FeatureStore
 
@@ -63,7 +64,7 @@ def plan_splits(rows: Sequence[ManifestRow], evaluate_on: str, root: str) -> Spl
     unusable dataset fails in a second with a message instead of a scikit-learn traceback.
     """
     counts = Counter(row.split for row in rows)
-    present = [split for split in ("train", "val", "test") if counts[split]]
+    present = [split for split in SPLITS if counts[split]]
     if not counts["train"]:
         raise UserError(
             f"no images to train on: no train/ images under {root} (found only {_listing(present)})"
@@ -72,7 +73,11 @@ def plan_splits(rows: Sequence[ManifestRow], evaluate_on: str, root: str) -> Spl
     found = [split for split in wanted if counts[split]]
     if not found:
         looked = " and ".join(f"{split}/" for split in wanted)
-        hint = "" if _has_split_folders(rows) else "; raise split.test_fraction"
+        hint = (
+            f"; add a {wanted[0]}/<class>/ folder of images"
+            if _has_split_folders(rows)
+            else "; raise split.test_fraction"
+        )
         raise UserError(
             f"no images to evaluate on: looked for {looked} under {root} (the dataset has "
             f"only {_listing(present)}){hint}"
