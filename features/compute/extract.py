@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torchvision
+from torch.utils.data import DataLoader
 
 from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
 from features.compute.encoder import (
@@ -51,6 +52,7 @@ __all__ = [
     "ExtractReport",
     "FiniteGuard",
     "FiniteStats",
+    "encode_files",
     "encode_images",
     "extract_codes",
     "make_fingerprint",
@@ -197,6 +199,21 @@ def _workers(config: ExtractConfig, device: torch.device) -> int:
         return config.num_workers
     cores = os.cpu_count() or 1
     return max(0, cores - 1) if device.type == "cuda" else 0
+
+
+def _loader(
+    refs: Sequence[ImageRef], config: ExtractConfig, limits: ImageLimits, device: torch.device
+) -> DataLoader:
+    """Batches of ``refs`` as ``config`` asks: size, decode workers, decode on the device."""
+    return make_loader(
+        refs,
+        config.preprocessing,
+        limits,
+        config.batch_size,
+        _workers(config, device),
+        pin_memory=device.type == "cuda",
+        raw_jpeg=config.gpu_decode and device.type == "cuda",
+    )
 
 
 def _compile_batch(config: ExtractConfig, device: torch.device, pending: int) -> int | None:
@@ -379,15 +396,7 @@ def extract_codes(
         if run.pending:
             device = backend.device
             encoder = backend.encoder(config, _compile_batch(config, device, len(run.pending)))
-            loader = make_loader(
-                run.pending,
-                config.preprocessing,
-                limits,
-                config.batch_size,
-                _workers(config, device),
-                pin_memory=device.type == "cuda",
-                raw_jpeg=config.gpu_decode and device.type == "cuda",
-            )
+            loader = _loader(run.pending, config, limits, device)
             committer = Committer(run.writer, config.commit_rows, config.commit_seconds)
             guard = FiniteGuard(encoder)
             report.timings["setup"] = time.perf_counter() - started
@@ -474,17 +483,10 @@ def _forward(
     return codes
 
 
-def encode_images(
-    images: Sequence[tuple[str, bytes]],
-    config: ExtractConfig,
-    limits: ImageLimits,
-    expected: Fingerprint | None = None,
-) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """Codes for a handful of in-memory images, bypassing the store (used by ``predict``).
+def _checked_backend(config: ExtractConfig, expected: Fingerprint | None) -> Backend:
+    """The backend, refused unless it computes codes as ``expected`` says.
 
-    With ``expected`` set, refuses to compute codes any other way than the fingerprint
-    says, since a head applied to differently computed codes gives meaningless answers.
-    An image whose codes hold NaN or inf is a ``non_finite`` failure, as in the store.
+    A head applied to codes computed any other way gives meaningless answers.
     """
     backend = resolve_backend(config)
     if expected is not None:
@@ -495,13 +497,74 @@ def encode_images(
             theirs="extract params now compute",
             fix="Set extract back to what the head was trained with, or retrain the head.",
         )
-    items = [decode_item(sha, data, config.preprocessing, limits) for sha, data in images]
+    return backend
+
+
+def _checked_batches(batches: Iterable[ReadyBatch], encoder: Encoder) -> Iterator[CheckedBatch]:
+    """Each batch's forward pass, checked by :class:`FiniteGuard` as ``extract`` checks it."""
+    guard = FiniteGuard(encoder)
+    with cpu_allocator_tuned(encoder.device):
+        for ready in batches:
+            yield guard(ready, encoder(ready.pixels) if ready.hashes else None)
+
+
+def _decoded_batch(
+    images: Sequence[tuple[str, bytes]], preprocessing: Preprocessing, limits: ImageLimits
+) -> ReadyBatch:
+    items = [decode_item(sha, data, preprocessing, limits) for sha, data in images]
     decoded = [item for item in items if item.pixels is not None]
+    pixels = (
+        torch.stack([item.pixels for item in decoded])
+        if decoded
+        else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+    )
     failures = [item.failure for item in items if item.failure is not None]
-    if not decoded:
-        return {}, failures
-    encoder = backend.encoder(config)
-    pixels = torch.stack([item.pixels for item in decoded])
-    ready = ReadyBatch([item.sha256 for item in decoded], pixels, failures, len(items))
-    checked = FiniteGuard(encoder)(ready, encoder(pixels))  # codes: at least one row
-    return dict(zip(checked.hashes, checked.codes.numpy(), strict=True)), checked.failures
+    return ReadyBatch([item.sha256 for item in decoded], pixels, failures, len(items))
+
+
+def encode_images(
+    images: Sequence[tuple[str, bytes]],
+    config: ExtractConfig,
+    limits: ImageLimits,
+    expected: Fingerprint | None = None,
+) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """Codes for images already in memory, ``batch_size`` at a time, bypassing the store.
+
+    With ``expected`` set, refuses to compute codes any other way than the fingerprint
+    says. An image whose codes hold NaN or inf is a ``non_finite`` failure, as in the store.
+    """
+    backend = _checked_backend(config, expected)
+    size = config.batch_size
+    batches = (
+        _decoded_batch(images[start : start + size], config.preprocessing, limits)
+        for start in range(0, len(images), size)
+    )
+    codes: dict[str, np.ndarray] = {}
+    failures: list[Failure] = []
+    for checked in _checked_batches(batches, backend.encoder(config)):
+        failures.extend(checked.failures)
+        if checked.codes is not None:
+            codes.update(zip(checked.hashes, checked.codes.numpy(), strict=True))
+    return codes, failures
+
+
+def encode_files(
+    refs: Sequence[ImageRef],
+    config: ExtractConfig,
+    limits: ImageLimits,
+    expected: Fingerprint | None = None,
+) -> Iterator[CheckedBatch]:
+    """Codes for image files, one checked batch at a time, bypassing the store (``predict``).
+
+    Files are read, re-hashed and decoded as ``extract`` does (ahead of the forward pass,
+    one batch's bytes in memory at a time), so many files cost what ``extract`` costs.
+    The fingerprint check happens on the call, before any file is read.
+    """
+    backend = _checked_backend(config, expected)
+    device = backend.device
+    prepare = partial(
+        prepare_batch, preprocessing=config.preprocessing, limits=limits, device=device
+    )
+    batches = prefetch(_loader(refs, config, limits, device), prepare, device)
+    encoder = backend.encoder(config, _compile_batch(config, device, len(refs)))
+    return _checked_batches(batches, encoder)
