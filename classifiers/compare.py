@@ -1,9 +1,15 @@
-"""Compare heads: the summary DVC shows, a markdown table, and the plots."""
+"""Compare heads: the summary DVC shows, a markdown table, and the plots.
+
+Every score comes with its bootstrap interval, and the best head is tested against each
+other head on the same images, so a difference that is noise reads as noise.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +20,38 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from classifiers.stats import discordant_counts, json_safe, mcnemar_exact
 from features.files import atomic_open, atomic_path, write_text
 
 __all__ = [
+    "ALPHA",
+    "Versus",
+    "against_best",
     "load_head_metrics",
+    "load_predictions",
     "plot_accuracy_vs_fit_time",
     "plot_confusion",
     "summarise",
+    "versus_best",
     "write_markdown",
     "write_tradeoff_csv",
 ]
 
+ALPHA = 0.05
 _SUMMARY_KEYS = (
     "accuracy",
+    "accuracy_ci",
     "balanced_accuracy",
     "macro_f1",
+    "macro_f1_ci",
     "fit_seconds",
     "predict_ms_per_1000",
     "model_bytes",
     "n_train",
     "n_test",
 )
+
+Predictions = dict[str, tuple[str, str]]  # image sha256 -> (actual, predicted)
 
 
 def load_head_metrics(directory: Path, heads: list[str]) -> dict[str, dict[str, Any]]:
@@ -47,47 +64,228 @@ def load_head_metrics(directory: Path, heads: list[str]) -> dict[str, dict[str, 
     return metrics
 
 
+def load_predictions(directory: Path, heads: list[str]) -> dict[str, Predictions | None]:
+    """Each head's predictions by image hash (the train stage's CSVs); None where missing."""
+    predictions: dict[str, Predictions | None] = {}
+    for head in heads:
+        path = Path(directory) / f"{head}.csv"
+        if not path.is_file():
+            predictions[head] = None
+            continue
+        with path.open(newline="") as stream:
+            rows = csv.DictReader(stream)
+            predictions[head] = {row["sha256"]: (row["actual"], row["predicted"]) for row in rows}
+    return predictions
+
+
+@dataclass(frozen=True)
+class Versus:
+    """The best head against one other on the same images: an exact McNemar test, or why
+    none was run."""
+
+    best: str
+    other: str
+    images: int = 0
+    best_only: int = 0  # images the best head got right and the other did not
+    other_only: int = 0
+    p_value: float | None = None
+    untested: str = ""
+
+    @property
+    def points(self) -> float:
+        """Accuracy difference on the paired images, in percentage points."""
+        return 100.0 * (self.best_only - self.other_only) / self.images
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < ALPHA
+
+    def sentence(self) -> str:
+        """The result in plain words, for the report."""
+        pair = f"{self.best} vs {self.other}"
+        if self.p_value is None:
+            return f"{pair}: not tested, {self.untested}."
+        verdict = (
+            f"significant at {ALPHA}"
+            if self.significant
+            else f"not distinguishable on these {self.images} images"
+        )
+        return (
+            f"{pair}: {self.points:.1f} points, p = {self.p_value:.3g} — {verdict} "
+            f"({self.best} alone right on {self.best_only}, {self.other} alone on "
+            f"{self.other_only})."
+        )
+
+    def summary(self) -> dict[str, Any]:
+        if self.p_value is None:
+            return {"p_value": None, "untested": self.untested}
+        return {
+            "points": self.points,
+            "p_value": self.p_value,
+            "significant": self.significant,
+            "images": self.images,
+        }
+
+
+def versus_best(best: str, other: str, predictions: dict[str, Predictions | None]) -> Versus:
+    """Pair the two heads' predictions image by image (by sha256) and test the difference.
+
+    Heads evaluated on different images, or on different labels for one image, cannot be
+    paired: that is reported rather than tested.
+    """
+    missing = [head for head in (best, other) if predictions[head] is None]
+    if missing:
+        return Versus(best, other, untested=f"no predictions for {', '.join(missing)}")
+    first, second = predictions[best], predictions[other]
+    if first.keys() != second.keys() or any(first[h][0] != second[h][0] for h in first):
+        shared = len(first.keys() & second.keys())
+        return Versus(
+            best,
+            other,
+            untested=f"evaluated on different images ({len(first)} and {len(second)} images, "
+            f"{shared} shared)",
+        )
+    hashes = sorted(first)
+    b, c = discordant_counts(
+        [first[h][0] for h in hashes], [first[h][1] for h in hashes], [second[h][1] for h in hashes]
+    )
+    return Versus(best, other, len(hashes), b, c, mcnemar_exact(b, c))
+
+
 def _ranked(metrics: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(metrics, key=lambda head: (-metrics[head]["accuracy"], head))
 
 
-def summarise(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Flat per-head numbers, best head first: what ``dvc metrics show`` lists."""
+def against_best(
+    metrics: dict[str, dict[str, Any]], predictions: dict[str, Predictions | None]
+) -> list[Versus]:
+    """The best head (by accuracy) tested against every other, in rank order."""
+    best, *others = _ranked(metrics)
+    return [versus_best(best, other, predictions) for other in others]
+
+
+def summarise(metrics: dict[str, dict[str, Any]], versus: list[Versus]) -> dict[str, Any]:
+    """Flat per-head numbers, best head first: what ``dvc metrics show`` lists.
+
+    Metrics written before intervals existed give null there; nothing non-finite is kept.
+    """
     ranked = _ranked(metrics)
     random = any(m.get("random_weights") for m in metrics.values())
-    return {
-        "best": ranked[0] if ranked else None,
-        "random_weights": random,
-        "heads": {head: {key: metrics[head][key] for key in _SUMMARY_KEYS} for head in ranked},
-    }
+    return json_safe(
+        {
+            "best": ranked[0] if ranked else None,
+            "random_weights": random,
+            "heads": {
+                head: {key: metrics[head].get(key) for key in _SUMMARY_KEYS} for head in ranked
+            },
+            "vs_best": {v.other: v.summary() for v in versus},
+        }
+    )
 
 
-def write_markdown(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
+def _number(value: Any, spec: str = ".3f") -> str:
+    """A cell: ``n/a`` for a missing or non-finite value, never ``nan``."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def _with_interval(m: dict[str, Any], key: str) -> str:
+    interval = m.get(f"{key}_ci") or {}
+    bounds = f"{_number(interval.get('low'))}, {_number(interval.get('high'))}"
+    return f"{_number(m.get(key))} [{bounds if interval else 'n/a'}]"
+
+
+def _ranking_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| rank | head | accuracy [95% CI] | balanced acc. | macro F1 [95% CI] | fit s "
+        "| predict ms/1k | model KiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rank, head in enumerate(_ranked(metrics), 1):
+        m = metrics[head]
+        lines.append(
+            f"| {rank} | {head} | {_with_interval(m, 'accuracy')} "
+            f"| {_number(m['balanced_accuracy'])} | {_with_interval(m, 'macro_f1')} "
+            f"| {_number(m['fit_seconds'], '.2f')} | {_number(m['predict_ms_per_1000'], '.2f')} "
+            f"| {_number(m['model_bytes'] / 1024, '.0f')} |"
+        )
+    return lines
+
+
+def _split(m: dict[str, Any]) -> str:
+    """The split the scores come from: test, or val for a dataset without a test split."""
+    return m.get("evaluated_on", "test")
+
+
+def _method_note(m: dict[str, Any]) -> str:
+    bootstrap = m.get("bootstrap")
+    intervals = (
+        f"Intervals: {bootstrap['confidence']:.0%} percentile bootstrap over the "
+        f"{_split(m)} images "
+        f"({bootstrap['resamples']} resamples, seed {bootstrap['seed']}). "
+        if bootstrap
+        else "Intervals: not recorded in these metrics (rerun the train stages). "
+    )
+    return (
+        intervals + "p: two-sided exact McNemar test on the images exactly one of the two "
+        f"heads got right. Each comparison is tested at {ALPHA} on its own: among many heads, "
+        "about one in twenty differences that are pure noise still reads as significant."
+    )
+
+
+def _significance(best: str, versus: list[Versus]) -> list[str]:
+    lines = ["## Is the best head really better?", ""]
+    if not versus:
+        return [*lines, "Only one head: nothing to compare.", ""]
+    lines += [f"- {v.sentence()}" for v in versus]
+    tied = [v.other for v in versus if v.p_value is not None and not v.significant]
+    verdict = f"Best by accuracy: **{best}**"
+    if tied:
+        verdict += f", but not distinguishable from {', '.join(tied)} on these images"
+    return [*lines, "", verdict + ".", ""]
+
+
+def _per_class(head: str, m: dict[str, Any]) -> list[str]:
+    lines = [f"### {head}", ""]
+    per_class = m.get("per_class")
+    if not per_class:
+        return [*lines, "Not recorded in these metrics (rerun the train stage).", ""]
+    lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for label, scores in per_class.items():
+        cells = [_number(scores.get(name)) for name in ("precision", "recall", "f1")]
+        lines.append(f"| {label} | {' | '.join(cells)} | {scores.get('support', 'n/a')} |")
+    return [*lines, ""]
+
+
+def write_markdown(path: Path, metrics: dict[str, dict[str, Any]], versus: list[Versus]) -> None:
     ranked = _ranked(metrics)
-    any_metrics = next(iter(metrics.values()))
+    best = metrics[ranked[0]]
     lines = ["# Head comparison", ""]
     if any(m.get("random_weights") for m in metrics.values()):
         lines += [
             "> **Random weights.** These codes come from a randomly initialised backbone "
-            f"(`{any_metrics['weights']}`). The numbers check the pipeline; they are **not** "
+            f"(`{best['weights']}`). The numbers check the pipeline; they are **not** "
             "transfer-learning accuracy.",
             "",
         ]
     lines += [
-        f"Backbone `{any_metrics['backbone']}`, weights `{any_metrics['weights']}`, "
-        f"{any_metrics['n_train']} train and {any_metrics['n_test']} test images.",
+        f"Backbone `{best['backbone']}`, weights `{best['weights']}`, "
+        f"{best['n_train']} train and {best['n_test']} {_split(best)} images.",
         "",
-        "| rank | head | accuracy | balanced acc. | macro F1 | fit s | predict ms/1k | model KiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *_ranking_table(metrics),
+        "",
+        *_significance(ranked[0], versus),
+        _method_note(best),
+        "",
+        "## Per-class scores",
+        "",
+        "n/a: undefined (a class never predicted has no precision; one absent from the "
+        f"{_split(best)} images has no recall).",
+        "",
     ]
-    for rank, head in enumerate(ranked, 1):
-        m = metrics[head]
-        lines.append(
-            f"| {rank} | {head} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} "
-            f"| {m['macro_f1']:.4f} | {m['fit_seconds']:.2f} | {m['predict_ms_per_1000']:.2f} "
-            f"| {m['model_bytes'] / 1024:.0f} |"
-        )
-    lines += ["", f"Best: **{ranked[0]}**.", ""]
+    for head in ranked:
+        lines += _per_class(head, metrics[head])
     write_text(path, "\n".join(lines))
 
 
