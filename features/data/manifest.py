@@ -154,10 +154,13 @@ def _check_classes(rows: Sequence[ManifestRow], root: Path, predefined: bool) ->
             f"only one class ({next(iter(per_class))!r}) under {root}; a classifier needs "
             f"at least two class folders"
         )
+    # The split that gives the figure: test when the dataset has one, else val (as train
+    # decides it); a train/ + val/ dataset is not short of test images.
+    scored = "test" if any(row.split == "test" for row in rows) else "val"
     warnings = []
     for label in sorted(per_class):
         splits = {row.split for row in rows if row.label == label}
-        for split in ("train", "test"):
+        for split in ("train", scored):
             if split not in splits:
                 warnings.append(f"class {label!r} has no {split} images")
     return warnings

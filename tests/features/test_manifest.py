@@ -142,3 +142,16 @@ def test_manifest_round_trip(tmp_path):
 def test_missing_manifest_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="run the prepare stage"):
         read_manifest(tmp_path / "manifest.csv")
+
+
+def test_warnings_name_the_split_that_will_be_scored(tmp_path):
+    """train/ + val/ is short of nothing; with a test/ split, a class without test is named."""
+    root = tmp_path / "tutorial"
+    for split, seeds in (("train", (0, 1)), ("val", (2, 3))):
+        for label, seed in zip(("ants", "bees"), seeds, strict=True):
+            _image(root / split / label / f"{seed}.jpg", seed)
+    _, _, report = _manifest(root)
+    assert report.warnings == []
+    _image(root / "test" / "ants" / "4.jpg", 4)
+    _, _, report = _manifest(root)
+    assert report.warnings == ["class 'bees' has no test images"]
