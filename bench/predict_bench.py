@@ -158,7 +158,7 @@ def main() -> None:
             Path(folder), args.images, args.px, args.batch, args.single, args.calls
         )
     result = {
-        "command": "python bench/predict_bench.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/predict_bench.py", *sys.argv[1:]]),
         "machine": machine_info(torch.device("cpu")),
         "load_average": {"before": list(before), "after": list(os.getloadavg())},
         "config": {
