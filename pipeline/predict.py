@@ -110,9 +110,9 @@ def collect_inputs(arguments: Sequence[str]) -> list[Prediction]:
 
 def _hash(row: Prediction) -> None:
     """Fill in the file's content hash, or its error; only regular files are opened."""
-    path = Path(row.path)
     if row.error:
         return
+    path = Path(row.path)
     if not path.exists():
         row.error = "missing: no such file"
     elif not path.is_file():
