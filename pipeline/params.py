@@ -9,7 +9,7 @@ anything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from classifiers.data import EVALUATE_ON
-from classifiers.heads import HEADS, HeadParams
+from classifiers.heads import HEADS, EstimatorError, HeadParams, SklearnParams, make_estimator
 from features.compute.extract import ExtractConfig
 from features.data.images import ImageLimits
 from features.errors import UserError
@@ -111,6 +111,65 @@ class _Sections:
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
 
 
+_CandidateCheck = Callable[[str, Any], None]
+
+
+def _builtin_grid(
+    cls: type[HeadParams], raw: dict, where: str, problems: list[str]
+) -> tuple[set[str], _CandidateCheck]:
+    """A built-in head's grid names its own params dataclass fields, checked by the schema."""
+    tunable = {f.name for f in dataclasses.fields(cls)} - {
+        f.name for f in dataclasses.fields(HeadParams)
+    }
+    base = {k: v for k, v in raw.items() if k != "grid"}
+    return tunable, lambda key, candidate: parse(
+        cls, {**base, key: candidate}, f"{where}.grid", problems
+    )
+
+
+def _sklearn_grid(
+    params: SklearnParams, where: str, problems: list[str]
+) -> tuple[set[str], _CandidateCheck] | None:
+    """An sklearn head's grid names the estimator's params, each candidate checked by it;
+    None (after reporting why) when the estimator or its params are unusable."""
+    try:
+        tunable = set(make_estimator(params).get_params())
+    except EstimatorError as error:
+        problems.append(f"{where}.{error.key}: {error}")
+        return None
+
+    def check(key: str, candidate: Any) -> None:
+        try:
+            make_estimator(dataclasses.replace(params, grid=None, **{key: candidate}))
+        except EstimatorError as error:
+            problems.append(f"{where}.grid.{key}: {error}")
+
+    return tunable, check
+
+
+def _check_grid(
+    where: str,
+    kind: str,
+    grid: dict,
+    tunable: set[str],
+    check: _CandidateCheck,
+    problems: list[str],
+) -> None:
+    for key, candidates in grid.items():
+        if key not in tunable:
+            problems.append(
+                f"{where}.grid.{key}: not a {kind} option; allowed: {', '.join(sorted(tunable))}"
+            )
+        elif not isinstance(candidates, list) or not candidates:
+            problems.append(
+                f"{where}.grid.{key}: got {candidates!r}; allowed: a "
+                f"non-empty list of candidate values"
+            )
+        else:
+            for candidate in candidates:
+                check(key, candidate)
+
+
 def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
     where = f"heads.{name}"
     if not isinstance(raw, dict):
@@ -120,31 +179,21 @@ def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
     if kind not in HEADS:
         problems.append(
             f"{where}.kind: got {kind!r}; allowed: one of {', '.join(sorted(HEADS))} "
-            f"(add a factory to classifiers/heads.py for a new kind)"
+            f"(kind: sklearn takes any scikit-learn classifier; or add a factory to "
+            f"classifiers/heads.py)"
         )
         return None
     cls = HEADS[kind].params
     params = parse(cls, raw, where, problems)
+    if isinstance(params, SklearnParams):
+        grid_checks = _sklearn_grid(params, where, problems)
+    elif issubclass(cls, SklearnParams):  # unparsed: no estimator to check a grid against
+        grid_checks = None
+    else:
+        grid_checks = _builtin_grid(cls, raw, where, problems)
     grid = raw.get("grid")
-    if isinstance(grid, dict):
-        tunable = {f.name for f in dataclasses.fields(cls)} - {
-            f.name for f in dataclasses.fields(HeadParams)
-        }
-        for key, candidates in grid.items():
-            if key not in tunable:
-                problems.append(
-                    f"{where}.grid.{key}: not a {kind} option; allowed: "
-                    f"{', '.join(sorted(tunable))}"
-                )
-            elif not isinstance(candidates, list) or not candidates:
-                problems.append(
-                    f"{where}.grid.{key}: got {candidates!r}; allowed: a "
-                    f"non-empty list of candidate values"
-                )
-            else:
-                for candidate in candidates:
-                    base = {k: v for k, v in raw.items() if k != "grid"}
-                    parse(cls, {**base, key: candidate}, f"{where}.grid", problems)
+    if isinstance(grid, dict) and grid_checks is not None:
+        _check_grid(where, kind, grid, *grid_checks, problems)
     return HeadEntry(name, kind, params) if params is not None else None
 
 

@@ -28,6 +28,8 @@ from pipeline import train
 from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT
 
 TEST_FRACTION = 0.25
+# What a kind needs beyond its defaults: an sklearn head has no default estimator.
+REQUIRED = {"sklearn": {"estimator": "sklearn.neighbors.KNeighborsClassifier"}}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "predict_ms_per_1000")
 
 
@@ -76,7 +78,7 @@ def test_each_head_kind_trains_through_the_stage_with_default_params(
     kind: str, store_root: Path, tmp_path: Path
 ) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_params(store_root, {kind: {}})))
+    params.write_text(yaml.safe_dump(_params(store_root, {kind: REQUIRED.get(kind, {})})))
     model = tmp_path / "models" / f"{kind}.joblib"
     metrics_path = tmp_path / "metrics" / f"{kind}.json"
     predictions = tmp_path / "plots" / f"{kind}.csv"
