@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from bench.extract.machine import machine_info  # noqa: E402
 from features.compute.backbones import BACKBONES, build_extractor  # noqa: E402
 from features.compute.encoder import Encoder, resolve_precision  # noqa: E402
-from features.compute.extract import FiniteGuard  # noqa: E402
+from features.compute.finite import FiniteGuard  # noqa: E402
 from features.compute.prefetch import ReadyBatch  # noqa: E402
 from features.data.preprocess import Preprocessing  # noqa: E402
 from features.store.shards import require_finite  # noqa: E402

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from classifiers.persist import load_head
-from features.compute.extract import encode_files, random_weights_banner
+from features.compute.encode import encode_files
+from features.compute.extract import random_weights_banner
 from features.compute.loader import ImageRef
 from features.data.scan import SKIPPED, image_files
 from features.errors import UserError
@@ -64,10 +65,13 @@ class Head:
         return [str(label) for label in self.model.classes_]
 
     def values(self, codes: np.ndarray) -> np.ndarray:
+        """Array of shape (n_images, n_classes), whatever the estimator returns natively."""
         codes = codes.astype(np.float32)
         if self.kind == "probabilities":
             return self.model.predict_proba(codes)
-        return self.model.decision_function(codes)
+        scores = self.model.decision_function(codes)
+        # Two classes give one score per image, positive for classes_[1].
+        return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
 
 
 def _list_entries(argument: str) -> list[Path]:

@@ -112,12 +112,12 @@ class ModelProbe:
 
     def __init__(self, config, device: torch.device, images: int) -> None:
         from features.compute.encoder import Encoder, cpu_allocator_tuned, resolve_precision
-        from features.compute.extract import _compile_batch
+        from features.compute.extract import compile_batch
 
         self.device = device
         self.batch_size = config.batch_size
         self.precision = resolve_precision(config.precision, device)
-        self.compiled = _compile_batch(config, device, images) is not None
+        self.compiled = compile_batch(config, device, images) is not None
         self.encoder = Encoder(
             build_model(config),
             config.preprocessing,

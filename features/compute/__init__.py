@@ -4,11 +4,13 @@ In order: ``backbones`` (which network, which named node) and ``weights`` (where
 from, hash-checked) -> ``loader`` (files to uint8 batches in worker processes, optionally
 ``gpu_decode``) -> ``prefetch`` (the next batch made ready during this forward pass) ->
 ``encoder`` (normalise and run the network on the device) -> the store's committer.
-``extract`` is the runner wiring them together; ``distributed`` runs it on Dask workers.
+``finite`` keeps NaN and inf out. ``extract`` is the runner wiring them together;
+``distributed`` runs it on Dask workers; ``encode`` computes codes outside the store.
 """
 
 from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
 from features.compute.distributed import extract_with_dask
+from features.compute.encode import encode_files, encode_images
 from features.compute.encoder import Encoder
 from features.compute.extract import (
     DaskConfig,
@@ -32,6 +34,8 @@ __all__ = [
     "ResolvedWeights",
     "WeightsError",
     "build_extractor",
+    "encode_files",
+    "encode_images",
     "extract_codes",
     "extract_with_dask",
     "get_backbone",

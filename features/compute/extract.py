@@ -16,9 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import torch
 import torchvision
 from torch.utils.data import DataLoader
@@ -32,33 +30,29 @@ from features.compute.encoder import (
     resolve_device,
     resolve_precision,
 )
-from features.compute.loader import Batch, Failure, ImageRef, decode_item, make_loader
+from features.compute.finite import FiniteGuard, FiniteStats
+from features.compute.loader import Batch, Failure, ImageRef, make_loader
 from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
 from features.compute.weights import ResolvedWeights, identify_weights
 from features.data.images import ImageLimits
 from features.data.preprocess import Preprocessing
-from features.errors import UserError
 from features.progress import progress as show_progress
 from features.store import StoreWriter
 from features.store.committer import CommitStats, Committer
 from features.store.fingerprint import Fingerprint
 
 __all__ = [
-    "NON_FINITE",
     "Backend",
-    "CheckedBatch",
     "DaskConfig",
     "ExtractConfig",
     "ExtractReport",
-    "FiniteGuard",
-    "FiniteStats",
-    "encode_files",
-    "encode_images",
+    "compile_batch",
     "extract_codes",
     "make_fingerprint",
     "open_run",
     "random_weights_banner",
     "resolve_backend",
+    "run_loader",
 ]
 
 
@@ -94,17 +88,6 @@ class ExtractConfig:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     scheduler: str = field(default="local", metadata={"choices": ("local", "dask")})
     dask: DaskConfig = field(default_factory=DaskConfig)
-
-
-NON_FINITE = "non_finite"  # skip reason: the image's codes hold NaN or inf, even in fp32
-
-
-@dataclass
-class FiniteStats:
-    """What the finiteness check did: rows kept from an fp32 retry, images skipped."""
-
-    recomputed: int = 0
-    skipped: int = 0
 
 
 @dataclass
@@ -201,7 +184,7 @@ def _workers(config: ExtractConfig, device: torch.device) -> int:
     return max(0, cores - 1) if device.type == "cuda" else 0
 
 
-def _loader(
+def run_loader(
     refs: Sequence[ImageRef], config: ExtractConfig, limits: ImageLimits, device: torch.device
 ) -> DataLoader:
     """Batches of ``refs`` as ``config`` asks: size, decode workers, decode on the device."""
@@ -216,7 +199,7 @@ def _loader(
     )
 
 
-def _compile_batch(config: ExtractConfig, device: torch.device, pending: int) -> int | None:
+def compile_batch(config: ExtractConfig, device: torch.device, pending: int) -> int | None:
     wanted = config.compile == "on" or (
         config.compile == "auto" and device.type == "cuda" and pending >= config.compile_min_images
     )
@@ -306,80 +289,6 @@ def open_run(
             report.seconds = time.perf_counter() - started
 
 
-class CheckedBatch(NamedTuple):
-    """A batch's finite codes, ready to commit, and every image of it that got none."""
-
-    hashes: list[str]
-    codes: PendingCodes | None
-    failures: list[Failure]
-
-
-def _finite_rows(codes: np.ndarray) -> np.ndarray:
-    return np.isfinite(codes).all(axis=1)
-
-
-class FiniteGuard:
-    """Keeps NaN and inf out of the store, one batch at a time, right after its forward pass.
-
-    Rows are checked in the store's dtype, so a value past float16's range counts as inf.
-    Under fp16/bf16 a non-finite row is recomputed once in fp32 (a narrow range or mantissa
-    is the usual cause) and kept if finite now; otherwise its image becomes a permanent
-    ``non_finite`` skip, as the same bytes and fingerprint give the same codes again.
-    Finite rows are never recomputed, so they equal a clean run's bit for bit. A batch
-    without a single finite row points at the settings rather than the images: the run
-    stops; a lone image in a batch of one, after finite batches, is only skipped.
-    """
-
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
-        self.stats = FiniteStats()
-        self._finite_seen = False
-
-    def __call__(self, ready: ReadyBatch, codes: PendingCodes | None) -> CheckedBatch:
-        if codes is None:
-            return CheckedBatch(ready.hashes, None, ready.failures)
-        rows = codes.numpy()
-        finite = _finite_rows(rows)
-        if finite.all():
-            self._finite_seen = True
-            return CheckedBatch(ready.hashes, codes, ready.failures)
-        fp32 = self.encoder.fp32()
-        if fp32 is not None:
-            rows, finite = self._recompute(fp32, ready.pixels, rows, finite)
-        if not finite.any() and (len(rows) > 1 or not self._finite_seen):
-            raise UserError(
-                f"every image of a batch gave NaN or inf codes"
-                f"{' (also recomputed in fp32)' if fp32 else ''}: check extract.preprocessing "
-                f"(std must be > 0) and the weights. What was computed before is committed."
-            )
-        detail = "codes hold NaN or inf" + (", also recomputed in fp32" if fp32 else "")
-        skips = [
-            Failure(ready.hashes[i], NON_FINITE, detail, permanent=True)
-            for i in np.flatnonzero(~finite)
-        ]
-        self.stats.skipped += len(skips)
-        self._finite_seen = self._finite_seen or bool(finite.any())
-        kept = np.flatnonzero(finite)
-        return CheckedBatch(
-            [ready.hashes[i] for i in kept],
-            PendingCodes(torch.from_numpy(rows[kept])),
-            ready.failures + skips,
-        )
-
-    def _recompute(
-        self, fp32: Encoder, pixels: torch.Tensor, rows: np.ndarray, finite: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and their finiteness once the non-finite ones are recomputed in fp32."""
-        bad = np.flatnonzero(~finite)
-        again = fp32(pixels[bad.tolist()]).numpy()
-        now_finite = _finite_rows(again)
-        rows, finite = rows.copy(), finite.copy()
-        rows[bad[now_finite]] = again[now_finite]
-        finite[bad[now_finite]] = True
-        self.stats.recomputed += int(now_finite.sum())
-        return rows, finite
-
-
 def extract_codes(
     refs: Sequence[ImageRef],
     store_root: Path,
@@ -395,8 +304,8 @@ def extract_codes(
         report = run.report
         if run.pending:
             device = backend.device
-            encoder = backend.encoder(config, _compile_batch(config, device, len(run.pending)))
-            loader = _loader(run.pending, config, limits, device)
+            encoder = backend.encoder(config, compile_batch(config, device, len(run.pending)))
+            loader = run_loader(run.pending, config, limits, device)
             committer = Committer(run.writer, config.commit_rows, config.commit_seconds)
             guard = FiniteGuard(encoder)
             report.timings["setup"] = time.perf_counter() - started
@@ -481,90 +390,3 @@ def _forward(
     timings["warm_up"] = timings["warm_up_done"] - timings["first_batch"]
     timings["warm_up_rows"] = len(ready.hashes)
     return codes
-
-
-def _checked_backend(config: ExtractConfig, expected: Fingerprint | None) -> Backend:
-    """The backend, refused unless it computes codes as ``expected`` says.
-
-    A head applied to codes computed any other way gives meaningless answers.
-    """
-    backend = resolve_backend(config)
-    if expected is not None:
-        expected.require_same(
-            backend.fingerprint,
-            "the head",
-            ours="it was trained on",
-            theirs="extract params now compute",
-            fix="Set extract back to what the head was trained with, or retrain the head.",
-        )
-    return backend
-
-
-def _checked_batches(batches: Iterable[ReadyBatch], encoder: Encoder) -> Iterator[CheckedBatch]:
-    """Each batch's forward pass, checked by :class:`FiniteGuard` as ``extract`` checks it."""
-    guard = FiniteGuard(encoder)
-    with cpu_allocator_tuned(encoder.device):
-        for ready in batches:
-            yield guard(ready, encoder(ready.pixels) if ready.hashes else None)
-
-
-def _decoded_batch(
-    images: Sequence[tuple[str, bytes]], preprocessing: Preprocessing, limits: ImageLimits
-) -> ReadyBatch:
-    items = [decode_item(sha, data, preprocessing, limits) for sha, data in images]
-    decoded = [item for item in items if item.pixels is not None]
-    pixels = (
-        torch.stack([item.pixels for item in decoded])
-        if decoded
-        else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
-    )
-    failures = [item.failure for item in items if item.failure is not None]
-    return ReadyBatch([item.sha256 for item in decoded], pixels, failures, len(items))
-
-
-def encode_images(
-    images: Sequence[tuple[str, bytes]],
-    config: ExtractConfig,
-    limits: ImageLimits,
-    expected: Fingerprint | None = None,
-) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """Codes for images already in memory, ``batch_size`` at a time, bypassing the store.
-
-    With ``expected`` set, refuses to compute codes any other way than the fingerprint
-    says. An image whose codes hold NaN or inf is a ``non_finite`` failure, as in the store.
-    """
-    backend = _checked_backend(config, expected)
-    size = config.batch_size
-    batches = (
-        _decoded_batch(images[start : start + size], config.preprocessing, limits)
-        for start in range(0, len(images), size)
-    )
-    codes: dict[str, np.ndarray] = {}
-    failures: list[Failure] = []
-    for checked in _checked_batches(batches, backend.encoder(config)):
-        failures.extend(checked.failures)
-        if checked.codes is not None:
-            codes.update(zip(checked.hashes, checked.codes.numpy(), strict=True))
-    return codes, failures
-
-
-def encode_files(
-    refs: Sequence[ImageRef],
-    config: ExtractConfig,
-    limits: ImageLimits,
-    expected: Fingerprint | None = None,
-) -> Iterator[CheckedBatch]:
-    """Codes for image files, one checked batch at a time, bypassing the store (``predict``).
-
-    Files are read, re-hashed and decoded as ``extract`` does (ahead of the forward pass,
-    one batch's bytes in memory at a time), so many files cost what ``extract`` costs.
-    The fingerprint check happens on the call, before any file is read.
-    """
-    backend = _checked_backend(config, expected)
-    device = backend.device
-    prepare = partial(
-        prepare_batch, preprocessing=config.preprocessing, limits=limits, device=device
-    )
-    batches = prefetch(_loader(refs, config, limits, device), prepare, device)
-    encoder = backend.encoder(config, _compile_batch(config, device, len(refs)))
-    return _checked_batches(batches, encoder)

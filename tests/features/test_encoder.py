@@ -27,7 +27,7 @@ from features.compute.encoder import (
     resolve_device,
     resolve_precision,
 )
-from features.compute.extract import ExtractConfig, _compile_batch, _workers
+from features.compute.extract import ExtractConfig, _workers, compile_batch
 from features.data.preprocess import Preprocessing
 from features.errors import UserError
 
@@ -134,11 +134,11 @@ def test_torch_compile_on_cpu_pads_and_matches_eager(extractor, pixels, fp32_cod
 def test_compile_threshold_rules():
     config = ExtractConfig(compile_min_images=1000, batch_size=32)
     cuda = torch.device("cuda")
-    assert _compile_batch(config, cuda, 1000) == 32
-    assert _compile_batch(config, cuda, 999) is None
-    assert _compile_batch(config, CPU, 10**9) is None, "auto never compiles on the CPU"
-    assert _compile_batch(replace(config, compile="on"), CPU, 1) == 32
-    assert _compile_batch(replace(config, compile="off"), cuda, 10**9) is None
+    assert compile_batch(config, cuda, 1000) == 32
+    assert compile_batch(config, cuda, 999) is None
+    assert compile_batch(config, CPU, 10**9) is None, "auto never compiles on the CPU"
+    assert compile_batch(replace(config, compile="on"), CPU, 1) == 32
+    assert compile_batch(replace(config, compile="off"), cuda, 10**9) is None
 
 
 def test_worker_rules(monkeypatch):

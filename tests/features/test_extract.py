@@ -11,8 +11,9 @@ import torch
 from torchvision import models
 
 from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.encode import encode_images
 from features.compute.encoder import Encoder
-from features.compute.extract import encode_images, extract_codes
+from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.preprocess import Preprocessing
 from features.store import FeatureStore

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.svm import SVC
 
 import features.compute.encoder
 from features.compute.extract import extract_codes
@@ -24,6 +25,7 @@ from features.data.synthetic import CLASSES, make_dataset, make_image
 from features.errors import UserError
 from pipeline import predict, train
 from pipeline.cli import EXIT_USER_ERROR, run
+from pipeline.predict import Head
 from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS
 
 HEAD = "logreg"
@@ -169,3 +171,16 @@ def test_no_files_at_all_is_a_user_error(workspace, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         _predict(workspace, tmp_path / "empty")
+
+
+def test_a_two_class_head_without_probabilities_gives_one_score_per_class():
+    """scikit-learn returns one decision score per image for two classes."""
+    estimator = SVC(kernel="linear")
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(-2, 1, (10, 4)), rng.normal(2, 1, (10, 4))])
+    labels = np.array(["ants"] * 10 + ["bees"] * 10)
+    head = Head(estimator.fit(codes, labels), fingerprint=None)
+    values = head.values(codes[[0, -1]])
+    assert head.kind == "scores" and values.shape == (2, 2)
+    assert list(head.classes) == ["ants", "bees"]
+    assert values[0].argmax() == 0 and values[1].argmax() == 1
