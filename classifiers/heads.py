@@ -163,7 +163,7 @@ def _instance(path: str) -> BaseEstimator:
         estimator = cls()
     except TypeError:
         raise EstimatorError(
-            "estimator", f"got {path!r}: it needs constructor arguments params cannot give"
+            "estimator", f"got {path!r}: needs constructor arguments params cannot give"
         ) from None
     if not is_classifier(estimator):
         raise EstimatorError(
