@@ -149,7 +149,7 @@ def _sklearn_grid(
 
 def _check_grid(
     where: str,
-    kind: str,
+    owner: str,
     grid: dict,
     tunable: set[str],
     check: _CandidateCheck,
@@ -158,7 +158,7 @@ def _check_grid(
     for key, candidates in grid.items():
         if key not in tunable:
             problems.append(
-                f"{where}.grid.{key}: not a {kind} option; allowed: {', '.join(sorted(tunable))}"
+                f"{where}.grid.{key}: not a {owner} option; allowed: {', '.join(sorted(tunable))}"
             )
         elif not isinstance(candidates, list) or not candidates:
             problems.append(
@@ -193,7 +193,8 @@ def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
         grid_checks = _builtin_grid(cls, raw, where, problems)
     grid = raw.get("grid")
     if isinstance(grid, dict) and grid_checks is not None:
-        _check_grid(where, kind, grid, *grid_checks, problems)
+        owner = params.estimator if isinstance(params, SklearnParams) else kind
+        _check_grid(where, owner, grid, *grid_checks, problems)
     return HeadEntry(name, kind, params) if params is not None else None
 
 

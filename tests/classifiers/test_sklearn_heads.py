@@ -154,7 +154,7 @@ def test_an_sklearn_path_that_is_no_usable_classifier_is_refused(path: str, reas
         ),
         (
             _head(KNN, grid={"C": [1.0]}),
-            "heads.extra.grid.C: not a sklearn option; allowed: algorithm,",
+            f"heads.extra.grid.C: not a {KNN} option; allowed: algorithm,",
         ),
     ],
 )
