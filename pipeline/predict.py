@@ -58,7 +58,9 @@ class Head:
 
     @property
     def kind(self) -> str:
-        return "probabilities" if hasattr(self.model, "predict_proba") else "scores"
+        if hasattr(self.model, "predict_proba"):
+            return "probabilities"
+        return "scores" if hasattr(self.model, "decision_function") else "votes"
 
     @property
     def classes(self) -> list[str]:
@@ -69,6 +71,9 @@ class Head:
         codes = codes.astype(np.float32)
         if self.kind == "probabilities":
             return self.model.predict_proba(codes)
+        if self.kind == "votes":  # e.g. nearest centroid with a manhattan metric: labels only
+            predicted = self.model.predict(codes)
+            return (predicted[:, None] == self.model.classes_[None, :]).astype(np.float64)
         scores = self.model.decision_function(codes)
         # Two classes give one score per image, positive for classes_[1].
         return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
@@ -201,8 +206,8 @@ def _json_text(name: str, rows: Sequence[Prediction], head: Head) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[Prediction], head: Head) -> None:
-    """One line per file: a ``p_<class>`` (or ``score_<class>``) column per class."""
-    prefix = "p_" if head.kind == "probabilities" else "score_"
+    """One line per file: a ``p_<class>`` (``score_``, ``vote_``) column per class."""
+    prefix = {"probabilities": "p_", "scores": "score_", "votes": "vote_"}[head.kind]
     with atomic_open(path, "w", newline="") as stream:
         writer = csv.writer(stream)
         columns = [f"{prefix}{label}" for label in head.classes]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.neighbors import NearestCentroid
 from sklearn.svm import SVC
 
 import features.compute.encoder
@@ -184,3 +185,12 @@ def test_a_two_class_head_without_probabilities_gives_one_score_per_class():
     assert head.kind == "scores" and values.shape == (2, 2)
     assert list(head.classes) == ["ants", "bees"]
     assert values[0].argmax() == 0 and values[1].argmax() == 1
+
+
+def test_a_head_with_neither_probabilities_nor_scores_gives_votes():
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(-2, 1, (10, 4)), rng.normal(2, 1, (10, 4))])
+    labels = np.array(["ants"] * 10 + ["bees"] * 10)
+    head = Head(NearestCentroid(metric="manhattan").fit(codes, labels), fingerprint=None)
+    assert head.kind == "votes"
+    assert head.values(codes[[0, -1]]).tolist() == [[1.0, 0.0], [0.0, 1.0]]
