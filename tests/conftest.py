@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.compute.extract import ExtractConfig
+from features.compute.extract import ExtractConfig, extract_codes
 from features.compute.loader import ImageRef
 from features.data.images import ImageLimits
-from features.data.manifest import build_manifest
+from features.data.manifest import build_manifest, write_manifest
 from features.data.scan import scan_dataset
 from features.data.synthetic import make_dataset
 from pipeline.schema import parse
@@ -55,6 +55,19 @@ def shapes_root(tmp_path: Path) -> Path:
     """24 generated JPEGs: 4 classes x 6, under tmp_path/images/<class>/."""
     root = tmp_path / "images"
     make_dataset(root, per_class=6)
+    return root
+
+
+def small_store(root: Path, per_class: int, test_fraction: float = 0.25) -> Path:
+    """``root`` with generated ``images/``, ``manifest.csv`` and a ``store``, made as the
+    stages make them; extraction is the slow part, so module fixtures build it once."""
+    images = root / "images"
+    make_dataset(images, per_class=per_class)
+    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
+    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", test_fraction)
+    write_manifest(root / "manifest.csv", rows)
+    refs = [ImageRef(row.sha256, images / row.path) for row in rows]
+    extract_codes(refs, root / "store", SMALL_CONFIG, LIMITS, progress=False, log=lambda _: None)
     return root
 
 

@@ -18,16 +18,12 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.svm import SVC
 
 import features.compute.encoder
-from features.compute.extract import extract_codes
-from features.compute.loader import ImageRef
-from features.data.manifest import build_manifest, write_manifest
-from features.data.scan import scan_dataset
-from features.data.synthetic import CLASSES, make_dataset, make_image
+from features.data.synthetic import CLASSES, make_image
 from features.errors import UserError
 from pipeline import predict, train
 from pipeline.cli import EXIT_USER_ERROR, run
 from pipeline.predict import Head
-from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS
+from tests.conftest import SMALL_EXTRACT, TEST_PARAMS, small_store
 
 HEAD = "logreg"
 
@@ -35,14 +31,8 @@ HEAD = "logreg"
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Images, store and a trained head, built once; params.yaml with absolute paths."""
-    root = tmp_path_factory.mktemp("predict")
+    root = small_store(tmp_path_factory.mktemp("predict"), per_class=4)
     images = root / "images"
-    make_dataset(images, per_class=4)
-    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
-    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
-    write_manifest(root / "manifest.csv", rows)
-    refs = [ImageRef(row.sha256, images / row.path) for row in rows]
-    extract_codes(refs, root / "store", SMALL_CONFIG, LIMITS, progress=False, log=lambda _: None)
     params = copy.deepcopy(TEST_PARAMS)
     params["paths"] = {key: str(root / value) for key, value in params["paths"].items()}
     params["paths"].update(manifest=str(root / "manifest.csv"), store=str(root / "store"))

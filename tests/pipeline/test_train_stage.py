@@ -18,14 +18,10 @@ import yaml
 from classifiers.data import load_split
 from classifiers.heads import HEADS
 from classifiers.persist import load_head
-from features.compute.extract import extract_codes
-from features.compute.loader import ImageRef
-from features.data.manifest import build_manifest, read_manifest, write_manifest
-from features.data.scan import scan_dataset
-from features.data.synthetic import make_dataset
+from features.data.manifest import read_manifest
 from features.store import FeatureStore
 from pipeline import train
-from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT
+from tests.conftest import SMALL_EXTRACT, small_store
 
 TEST_FRACTION = 0.25
 # What a kind needs beyond its defaults: an sklearn head has no default estimator.
@@ -36,15 +32,9 @@ SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "predict_m
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Images, manifest and store, built once: extraction is the slow part."""
-    root = tmp_path_factory.mktemp("train_stage")
-    images = root / "images"
-    make_dataset(images, per_class=6)
-    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
-    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", TEST_FRACTION)
-    write_manifest(root / "manifest.csv", rows)
-    refs = [ImageRef(row.sha256, images / row.path) for row in rows]
-    extract_codes(refs, root / "store", SMALL_CONFIG, LIMITS, progress=False, log=lambda _: None)
-    return root
+    return small_store(
+        tmp_path_factory.mktemp("train_stage"), per_class=6, test_fraction=TEST_FRACTION
+    )
 
 
 def _params(root: Path, heads: dict[str, dict]) -> dict:
