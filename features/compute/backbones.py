@@ -1,13 +1,14 @@
-"""The backbone registry: which network, which node, and where its weights come from.
+"""The backbone registry: which network, which layers, and where its weights come from.
 
-A backbone is data: a torchvision constructor, the graph node whose output we store
-(named, never sliced out of the network by hand), the code width, and the pinned ImageNet
-checkpoint. Adding ResNet50's pooled features is one more entry.
+A backbone is data: a torchvision constructor, the layers it offers (each a named graph
+node, never sliced out of the network by hand, with its code width and any reduction),
+the layer stored by default, and the pinned ImageNet checkpoint. Adding ResNet50's pooled
+features is one more entry; adding a layer is one more :class:`Layer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,24 @@ from torch import nn
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-__all__ = ["BACKBONES", "BackboneSpec", "Checkpoint", "build_extractor", "get_backbone"]
+from features.errors import UserError
+
+__all__ = [
+    "BACKBONES",
+    "REDUCTIONS",
+    "BackboneSpec",
+    "Checkpoint",
+    "Layer",
+    "LayersExtractor",
+    "build_extractor",
+    "build_layers_extractor",
+    "get_backbone",
+]
+
+# A node's output to a (B, width) code; keyed by ``Layer.reduction``.
+REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "global_mean_hw": lambda maps: maps.mean((2, 3)),  # (B, C, H, W) -> (B, C)
+}
 
 
 @dataclass(frozen=True)
@@ -32,22 +50,58 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """One representation a backbone offers: a graph node and how it becomes a code."""
+
+    name: str
+    node: str  # graph node whose output is taken, see get_graph_node_names
+    dim: int  # code width, after the reduction
+    reduction: str | None = None  # a REDUCTIONS key; None: the node's output is (B, dim)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
-    """One registry entry."""
+    """One registry entry; ``node`` and ``dim`` are those of its default layer."""
 
     name: str
     constructor: Callable[..., nn.Module]
-    node: str  # graph node whose output is the code, see get_graph_node_names
-    dim: int
+    layers: tuple[Layer, ...]
+    default_layer: str
     imagenet: Checkpoint
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise UserError(
+            f"unknown layer {name!r} for {self.name}; available: {', '.join(self.layer_names)}"
+        )
+
+    @property
+    def node(self) -> str:
+        return self.layer(self.default_layer).node
+
+    @property
+    def dim(self) -> int:
+        return self.layer(self.default_layer).dim
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
         name="vgg16",
         constructor=models.vgg16,
-        node="classifier.1",  # the ReLU after fc6 (classifier.0 is fc6 itself)
-        dim=4096,
+        layers=(
+            # classifier.0 is fc6 itself, classifier.3 fc7: we take the ReLUs after them.
+            Layer("fc6", "classifier.1", 4096),
+            Layer("fc7", "classifier.4", 4096),
+            # The last max-pool's (B, 512, 7, 7) map averaged to 512-d, never 25,088-d.
+            Layer("pool5", "features.30", 512, reduction="global_mean_hw"),
+        ),
+        default_layer="fc6",
         imagenet=Checkpoint(
             url=models.VGG16_Weights.IMAGENET1K_V1.url,
             sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
@@ -57,8 +111,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(
         name="resnet50",
         constructor=models.resnet50,
-        node="flatten",  # global-average-pooled features, before the classifier
-        dim=2048,
+        # global-average-pooled features, before the classifier
+        layers=(Layer("pool", "flatten", 2048),),
+        default_layer="pool",
         imagenet=Checkpoint(
             url=models.ResNet50_Weights.IMAGENET1K_V2.url,
             sha256="11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca",
@@ -77,10 +132,10 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
-def build_extractor(
-    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int
+def _truncated(
+    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int, nodes: dict[str, str]
 ) -> nn.Module:
-    """The backbone truncated at ``spec.node``, in eval mode, returning ``{"codes": ...}``.
+    """The backbone in eval mode returning ``{name: output}`` for ``nodes`` (node -> name).
 
     With no ``state_dict`` the weights are torchvision's random initialisation under
     ``seed``, identical on every machine for the same torch version.
@@ -92,6 +147,53 @@ def build_extractor(
         model.load_state_dict(state_dict, strict=True)
     model.eval()
     _, eval_nodes = get_graph_node_names(model)
-    if spec.node not in eval_nodes:
-        raise KeyError(f"node {spec.node!r} is not in {spec.name}; see get_graph_node_names")
-    return create_feature_extractor(model, return_nodes={spec.node: "codes"}).eval()
+    for node in nodes:
+        if node not in eval_nodes:
+            raise KeyError(f"node {node!r} is not in {spec.name}; see get_graph_node_names")
+    return create_feature_extractor(model, return_nodes=nodes).eval()
+
+
+def build_extractor(
+    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int
+) -> nn.Module:
+    """The backbone truncated at ``spec.node``, in eval mode, returning ``{"codes": ...}``."""
+    return _truncated(spec, state_dict, seed, {spec.node: "codes"})
+
+
+class LayersExtractor(nn.Module):
+    """Several layers from one forward pass: ``{layer name: (B, dim) codes}``.
+
+    The reductions run inside the module, so a caller (and a compiled graph) sees only
+    codes, and pool5's 25,088-d map never leaves it.
+    """
+
+    def __init__(self, body: nn.Module, layers: Sequence[Layer]) -> None:
+        super().__init__()
+        self.body = body
+        self.layers = tuple(layers)
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.body(pixels)
+        return {
+            layer.name: REDUCTIONS[layer.reduction](outputs[layer.name])
+            if layer.reduction
+            else outputs[layer.name]
+            for layer in self.layers
+        }
+
+
+def build_layers_extractor(
+    spec: BackboneSpec,
+    layer_names: Sequence[str],
+    state_dict: dict[str, torch.Tensor] | None,
+    seed: int,
+) -> LayersExtractor:
+    """One extractor for ``layer_names``: the shared trunk runs once for all of them.
+
+    Raises :class:`UserError` naming the available layers for an unknown name.
+    """
+    if not layer_names:
+        raise UserError(f"no layers asked of {spec.name}; available: {', '.join(spec.layer_names)}")
+    layers = [spec.layer(name) for name in dict.fromkeys(layer_names)]
+    body = _truncated(spec, state_dict, seed, {layer.node: layer.name for layer in layers})
+    return LayersExtractor(body, layers).eval()
