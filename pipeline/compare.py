@@ -9,13 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from classifiers.compare import (
-    against_best,
-    load_head_metrics,
-    load_predictions,
+from classifiers.compare import against_best, load_head_metrics, load_predictions, summarise
+from classifiers.report import (
     plot_accuracy_vs_fit_time,
     plot_confusion,
-    summarise,
     write_markdown,
     write_tradeoff_csv,
 )

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from classifiers.compare import Versus, against_best, summarise, versus_best, write_markdown
+from classifiers.compare import Versus, against_best, summarise, versus_best
 from classifiers.evaluate import evaluate
+from classifiers.report import write_markdown
 from pipeline import compare
 from tests.conftest import TEST_PARAMS
 
