@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, like make bench 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.extract.machine import machine_info  # noqa: E402
+from bench.common import cpu_header, elapsed_ms, markdown_table  # noqa: E402
 from features.compute.backbones import BACKBONES, build_extractor  # noqa: E402
 from features.compute.encoder import Encoder, resolve_precision  # noqa: E402
 from features.compute.finite import FiniteGuard  # noqa: E402
@@ -48,11 +47,7 @@ WRITER_REPEATS = 20
 
 def _timed(run: Callable[[], object], repeats: int) -> dict[str, float]:
     """Median and minimum milliseconds of ``repeats`` calls of ``run``."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - started) * 1000)
+    times = [elapsed_ms(run) for _ in range(repeats)]
     return {
         "median_ms": round(statistics.median(times), 4),
         "min_ms": round(min(times), 4),
@@ -91,17 +86,21 @@ def _shares(results: dict[str, dict]) -> dict[str, float]:
 
 
 def _table(results: dict[str, dict], shares: dict[str, float]) -> str:
-    lines = [
+    return markdown_table(
         "| measurement | rows | median ms | min ms | median ms per image | share of forward |",
         "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        share = f"{shares[name]:.2e}" if name in shares else "1"
-        lines.append(
-            f"| {name} | {r['rows']} | {r['median_ms']} | {r['min_ms']} "
-            f"| {r['median_ms'] / r['rows']:.4f} | {share} |"
-        )
-    return "\n".join(lines)
+        (
+            (
+                name,
+                r["rows"],
+                r["median_ms"],
+                r["min_ms"],
+                f"{r['median_ms'] / r['rows']:.4f}",
+                f"{shares[name]:.2e}" if name in shares else "1",
+            )
+            for name, r in results.items()
+        ),
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -118,9 +117,7 @@ def main(argv: Sequence[str]) -> None:
     table = _table(results, shares)
     print(table)
     report = {
-        "command": " ".join(["python bench/finite_check_bench.py", *argv]),
-        "machine": machine_info(torch.device("cpu")),
-        "load_average": {"before": load_before, "after": os.getloadavg()},
+        **cpu_header("python bench/finite_check_bench.py", argv, load_before),
         "config": {
             "backbone": "vgg16",
             "weights": "random",

@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, like make bench 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench.extract.machine import machine_info  # noqa: E402
+from bench.common import cpu_header, elapsed_ms, markdown_table  # noqa: E402
 from features.compute.backbones import BACKBONES, build_layers_extractor  # noqa: E402
 from features.compute.encoder import cpu_allocator_tuned  # noqa: E402
 from features.files import write_json  # noqa: E402
@@ -38,9 +37,7 @@ TARGET_RATIO = 1.1
 
 
 def _forward_ms(model: nn.Module, pixels: torch.Tensor) -> float:
-    started = time.perf_counter()
-    model(pixels)
-    return (time.perf_counter() - started) * 1000
+    return elapsed_ms(lambda: model(pixels))
 
 
 def measure(batch: int, px: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -76,16 +73,20 @@ def measure(batch: int, px: int, repeats: int) -> dict[str, dict[str, float]]:
 
 
 def _table(results: dict[str, dict[str, float]], batch: int) -> str:
-    lines = [
+    return markdown_table(
         "| layers | median ms | min ms | median ms per image | median / fc6 alone |",
         "|---|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['median_ms']} | {r['min_ms']} | {r['median_ms'] / batch:.1f} "
-            f"| {r['ratio_to_fc6']:.3f} |"
-        )
-    return "\n".join(lines)
+        (
+            (
+                name,
+                r["median_ms"],
+                r["min_ms"],
+                f"{r['median_ms'] / batch:.1f}",
+                f"{r['ratio_to_fc6']:.3f}",
+            )
+            for name, r in results.items()
+        ),
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -103,9 +104,7 @@ def main(argv: Sequence[str]) -> None:
     write_json(
         args.out,
         {
-            "command": " ".join(["python bench/layers_bench.py", *argv]),
-            "machine": machine_info(torch.device("cpu")),
-            "load_average": {"before": load_before, "after": os.getloadavg()},
+            **cpu_header("python bench/layers_bench.py", argv, load_before),
             "config": {
                 "backbone": "vgg16",
                 "weights": "random",
