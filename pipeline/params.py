@@ -19,7 +19,7 @@ import yaml
 
 from classifiers.data import EVALUATE_ON
 from classifiers.heads import HEADS, EstimatorError, HeadParams, SklearnParams, make_estimator
-from features.compute.extract import ExtractConfig
+from features.compute.config import ExtractConfig
 from features.data.images import ImageLimits
 from features.errors import UserError
 from pipeline.cli import ArgumentParser, run

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.compute.extract import ExtractConfig, extract_codes
+from features.compute.config import ExtractConfig
+from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.images import ImageLimits
 from features.data.manifest import build_manifest, write_manifest

@@ -11,7 +11,7 @@ import torch
 from bench.extract.naive import NAIVE_BATCH
 
 if TYPE_CHECKING:
-    from features.compute.extract import ExtractConfig
+    from features.compute.config import ExtractConfig
     from features.data.images import ImageLimits
 
 
@@ -38,8 +38,8 @@ class Setup:
 
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
+    from features.compute.config import ExtractConfig
     from features.compute.encoder import resolve_device, resolve_precision
-    from features.compute.extract import ExtractConfig
     from features.data.images import ImageLimits
     from features.data.preprocess import Preprocessing
 

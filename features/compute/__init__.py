@@ -4,22 +4,17 @@ In order: ``backbones`` (which network, which named node) and ``weights`` (where
 from, hash-checked) -> ``loader`` (files to uint8 batches in worker processes, optionally
 ``gpu_decode``) -> ``prefetch`` (the next batch made ready during this forward pass) ->
 ``encoder`` (normalise and run the network on the device) -> the store's committer.
-``finite`` keeps NaN and inf out. ``extract`` is the runner wiring them together;
-``distributed`` runs it on Dask workers; ``encode`` computes codes outside the store.
+``finite`` keeps NaN and inf out; ``config`` holds a run's settings and report.
+``extract`` is the runner wiring them together; ``distributed`` runs it on Dask workers;
+``encode`` computes codes outside the store.
 """
 
 from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
+from features.compute.config import DaskConfig, ExtractConfig, ExtractReport
 from features.compute.distributed import extract_with_dask
 from features.compute.encode import encode_files, encode_images
 from features.compute.encoder import Encoder
-from features.compute.extract import (
-    DaskConfig,
-    ExtractConfig,
-    ExtractReport,
-    extract_codes,
-    make_fingerprint,
-    random_weights_banner,
-)
+from features.compute.extract import extract_codes, make_fingerprint, random_weights_banner
 from features.compute.loader import ImageRef, make_loader
 from features.compute.weights import ResolvedWeights, WeightsError, resolve_weights
 

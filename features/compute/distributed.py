@@ -21,17 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from features.compute.config import DaskConfig, ExtractConfig, ExtractReport
 from features.compute.encoder import Encoder, cpu_allocator_tuned
-from features.compute.extract import (
-    Backend,
-    DaskConfig,
-    ExtractConfig,
-    ExtractReport,
-    FiniteGuard,
-    FiniteStats,
-    open_run,
-    resolve_backend,
-)
+from features.compute.extract import Backend, open_run, resolve_backend
+from features.compute.finite import FiniteGuard, FiniteStats
 from features.compute.loader import Failure, ImageRef, make_loader
 from features.compute.prefetch import prepare_batch
 from features.data.images import ImageLimits

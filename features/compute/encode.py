@@ -12,10 +12,10 @@ from functools import partial
 import numpy as np
 import torch
 
+from features.compute.config import ExtractConfig
 from features.compute.encoder import Encoder, cpu_allocator_tuned
 from features.compute.extract import (
     Backend,
-    ExtractConfig,
     compile_batch,
     resolve_backend,
     run_loader,

@@ -7,8 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from features.compute.config import DaskConfig
 from features.compute.distributed import extract_partition, extract_with_dask
-from features.compute.extract import DaskConfig, extract_codes, resolve_backend
+from features.compute.extract import extract_codes, resolve_backend
 from features.store import FeatureStore
 from features.store.fingerprint import FingerprintMismatch
 from features.store.maintenance import verify

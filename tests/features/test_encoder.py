@@ -19,6 +19,7 @@ import torch
 
 from features.compute import encoder as encoder_module
 from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.config import ExtractConfig
 from features.compute.encoder import (
     Encoder,
     _cuda_settings,
@@ -27,7 +28,7 @@ from features.compute.encoder import (
     resolve_device,
     resolve_precision,
 )
-from features.compute.extract import ExtractConfig, _workers, compile_batch
+from features.compute.extract import _workers, compile_batch
 from features.data.preprocess import Preprocessing
 from features.errors import UserError
 

@@ -21,9 +21,10 @@ from torch import nn
 
 import features.compute.distributed
 import features.compute.extract
+from features.compute.config import ExtractConfig, ExtractReport
 from features.compute.distributed import extract_partition
 from features.compute.encode import encode_images
-from features.compute.extract import ExtractConfig, ExtractReport, extract_codes, resolve_backend
+from features.compute.extract import extract_codes, resolve_backend
 from features.compute.finite import NON_FINITE
 from features.compute.loader import ImageRef
 from features.data.manifest import build_manifest, write_manifest
