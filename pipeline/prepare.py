@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from features.data.manifest import build_manifest, write_files_csv, write_manifest
-from features.data.scan import ScanCache, scan_dataset
+from features.data.scan import scan_dataset
+from features.data.scan_cache import ScanCache
 from features.files import write_json
 from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params

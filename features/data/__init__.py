@@ -17,7 +17,8 @@ from features.data.manifest import (
     write_manifest,
 )
 from features.data.preprocess import Preprocessing
-from features.data.scan import SPLITS, FileOutcome, ScanCache, detect_layout, scan_dataset
+from features.data.scan import SPLITS, FileOutcome, detect_layout, scan_dataset
+from features.data.scan_cache import ScanCache
 from features.data.synthetic import make_dataset
 
 __all__ = [

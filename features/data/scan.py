@@ -25,17 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import PIL
 from joblib import Parallel, delayed
 
 from features.data.images import ImageLimits, ImageRejected, probe_image
+from features.data.scan_cache import ScanCache
 from features.errors import UserError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLITS",
     "FileOutcome",
-    "ScanCache",
     "class_folders",
     "detect_layout",
     "image_files",
@@ -84,61 +83,6 @@ class _Candidate:
     relative: str
     label: str
     split: str
-
-
-class ScanCache:
-    """Validation verdicts by content hash, so reruns neither re-decode nor change their mind.
-
-    A verdict depends on the bytes, the limits and the decoder, so it is keyed by all
-    three: a file that was skipped stays skipped until its bytes (hence its hash) change.
-    Only verdicts looked up in this run are saved, so the cache never outgrows the data.
-    Bump :attr:`FORMAT` whenever the validation rules change, to drop stale verdicts.
-    """
-
-    FORMAT = 2
-    DECODER = f"Pillow {PIL.__version__}"
-
-    def __init__(self, entries: dict[str, dict[str, str]] | None = None) -> None:
-        self.entries = dict(entries or {})
-        self._used: set[str] = set()
-
-    @staticmethod
-    def _key(sha256: str, limits: ImageLimits) -> str:
-        return f"{sha256}:{limits.min_side}:{limits.max_pixels}"
-
-    def get(self, sha256: str, limits: ImageLimits) -> dict[str, str] | None:
-        key = self._key(sha256, limits)
-        self._used.add(key)
-        return self.entries.get(key)
-
-    def put(self, sha256: str, limits: ImageLimits, verdict: dict[str, str]) -> None:
-        key = self._key(sha256, limits)
-        self._used.add(key)
-        self.entries[key] = verdict
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "format": self.FORMAT,
-            "decoder": self.DECODER,
-            "entries": {key: self.entries[key] for key in sorted(self._used & set(self.entries))},
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> ScanCache:
-        """The cache saved by :meth:`to_json`; empty when it is stale or malformed."""
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != cls.FORMAT
-            or data.get("decoder") != cls.DECODER
-            or not isinstance(data.get("entries"), dict)
-        ):
-            return cls()
-        entries = {
-            key: verdict
-            for key, verdict in data["entries"].items()
-            if isinstance(verdict, dict) and {"reason", "detail"} <= set(verdict)
-        }
-        return cls(entries)
 
 
 def _is_hidden_or_system(name: str) -> bool:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from features.data.images import ImageLimits
 from features.data.manifest import build_manifest, read_manifest, write_manifest
-from features.data.scan import ScanCache, class_folders, scan_dataset
+from features.data.scan import class_folders, scan_dataset
+from features.data.scan_cache import ScanCache
 from features.errors import UserError
 
 LIMITS = ImageLimits()
