@@ -19,7 +19,9 @@ import yaml
 
 from classifiers.data import EVALUATE_ON
 from classifiers.heads import HEADS, EstimatorError, HeadParams, SklearnParams, make_estimator
+from features.compute.backbones import BACKBONES
 from features.compute.config import ExtractConfig
+from features.compute.feature_sets import DEFAULT_FEATURE_SETS, NAME_PATTERN, FeatureSet
 from features.data.images import ImageLimits
 from features.errors import UserError
 from pipeline.cli import ArgumentParser, run
@@ -79,6 +81,19 @@ class Paths:
     plots: str
     tradeoff: str
 
+    def store_for(self, feature_set: str) -> Path:
+        """One feature set's store: ``<store>/<feature set>``."""
+        return Path(self.store) / feature_set
+
+    def model_for(self, head: str, feature_set: str) -> Path:
+        return Path(self.models) / feature_set / f"{head}.joblib"
+
+    def metrics_for(self, head: str, feature_set: str) -> Path:
+        return Path(self.metrics) / feature_set / f"{head}.json"
+
+    def predictions_for(self, head: str, feature_set: str) -> Path:
+        return Path(self.predictions) / feature_set / f"{head}.csv"
+
 
 @dataclass(frozen=True)
 class HeadEntry:
@@ -98,6 +113,22 @@ class Params:
     downloads: dict[str, DownloadParams]
     heads: dict[str, HeadEntry]
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
+    features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
+
+    def feature_set(self, name: str | None) -> str:
+        """``name`` checked against ``features:``; None picks the only one there is."""
+        if name is None and len(self.features) == 1:
+            return next(iter(self.features))
+        if name is None:
+            raise ParamsError(
+                f"several feature sets in params.yaml; pick one with --features: "
+                f"{', '.join(self.features)}"
+            )
+        if name not in self.features:
+            raise ParamsError(
+                f"unknown feature set {name!r}; params.yaml has: {', '.join(self.features)}"
+            )
+        return name
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,7 @@ class _Sections:
     downloads: dict[str, DownloadParams] = field(default_factory=dict)
     heads: dict[str, Any] = field(default_factory=dict)
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
+    features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
 
 
 _CandidateCheck = Callable[[str, Any], None]
@@ -214,6 +246,27 @@ def _check_sha256(key: str, value: str | None, problems: list[str]) -> None:
         problems.append(f"{key}: got {value!r}; allowed: 64 hexadecimal digits")
 
 
+def _check_feature_sets(raw: dict, sets: dict[str, FeatureSet], problems: list[str]) -> None:
+    if isinstance(raw.get("extract"), dict) and "backbone" in raw["extract"]:
+        problems.append(
+            "extract.backbone: moved to features:, named feature sets of {backbone, layer}; "
+            "e.g. features: {resnet50_pool: {backbone: resnet50, layer: pool}}"
+        )
+    if not sets:
+        problems.append("features: empty; allowed: at least one feature set, e.g. vgg16_fc6")
+    for name, feature_set in sets.items():
+        if not NAME_PATTERN.fullmatch(name):
+            problems.append(
+                f"features.{name}: not a usable name; allowed: letters, digits and underscores"
+            )
+        layers = BACKBONES[feature_set.backbone].layer_names
+        if feature_set.layer not in layers:
+            problems.append(
+                f"features.{name}.layer: got {feature_set.layer!r}; allowed for "
+                f"{feature_set.backbone}: {', '.join(layers)}"
+            )
+
+
 def validate(raw: Any, source: str = "params.yaml") -> Params:
     """Turn loaded YAML into :class:`Params`, or raise one error listing every problem."""
     if not isinstance(raw, dict):
@@ -230,6 +283,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
             _check_sha256(f"downloads.{name}.sha256", download.sha256, problems)
         _check_sha256("extract.weights_sha256", sections.extract.weights_sha256, problems)
         _check_device(sections.extract.device, problems)
+        _check_feature_sets(raw, sections.features, problems)
         preprocessing = sections.extract.preprocessing
         if preprocessing.crop > preprocessing.resize:
             problems.append(
@@ -251,6 +305,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         sections.downloads,
         heads,
         sections.evaluation,
+        sections.features,
     )
 
 
