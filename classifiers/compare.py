@@ -1,7 +1,9 @@
-"""Compare heads: load their metrics and predictions, pair them, and summarise for DVC.
+"""Compare (head, feature set) entries: load their metrics and predictions, pair them, and
+summarise for DVC.
 
-Every score comes with its bootstrap interval, and the best head is tested against each
-other head on the same images, so a difference that is noise reads as noise.
+Every score comes with its bootstrap interval, and the best entry is tested against each
+other entry on the same images, so a difference that is noise reads as noise. Entries on
+different feature sets of one dataset share their test images, so they pair as well.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.stats import discordant_counts, json_safe, mcnemar_exact
+from features.errors import UserError
 
 __all__ = [
     "ALPHA",
+    "Entry",
+    "Metrics",
+    "MissingMetricsError",
     "Predictions",
     "Versus",
     "against_best",
-    "load_head_metrics",
+    "grid_axes",
+    "load_metrics",
     "load_predictions",
-    "rank_heads",
+    "rank",
     "summarise",
     "versus_best",
 ]
@@ -43,39 +50,64 @@ _SUMMARY_KEYS = (
 Predictions = dict[str, tuple[str, str]]  # image sha256 -> (actual, predicted)
 
 
-def load_head_metrics(directory: Path, heads: list[str]) -> dict[str, dict[str, Any]]:
-    metrics = {}
-    for head in heads:
-        path = Path(directory) / f"{head}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"metrics for head {head!r} not found at {path}")
-        metrics[head] = json.loads(path.read_text())
-    return metrics
+@dataclass(frozen=True)
+class Entry:
+    """One head trained on one feature set: what a ``train@<head>-<feature set>`` stage makes."""
+
+    head: str
+    features: str
+
+    @property
+    def name(self) -> str:
+        """``<head>-<feature set>``, as in the stage name (feature set names have no dash)."""
+        return f"{self.head}-{self.features}"
+
+    @property
+    def stage(self) -> str:
+        return f"train@{self.name}"
 
 
-def load_predictions(directory: Path, heads: list[str]) -> dict[str, Predictions | None]:
-    """Each head's predictions by image hash (the train stage's CSVs); None where missing."""
-    predictions: dict[str, Predictions | None] = {}
-    for head in heads:
-        path = Path(directory) / f"{head}.csv"
-        if not path.is_file():
-            predictions[head] = None
+Metrics = dict[Entry, dict[str, Any]]
+
+
+class MissingMetricsError(UserError):
+    """A train stage's metrics file is absent: that stage has not run."""
+
+
+def load_metrics(files: dict[Entry, Path]) -> Metrics:
+    """Each entry's metrics JSON; every missing file is named with the stage that writes it."""
+    missing = [(entry, path) for entry, path in files.items() if not Path(path).is_file()]
+    if missing:
+        listed = "; ".join(f"{path} (stage {entry.stage})" for entry, path in missing)
+        stages = " ".join(entry.stage for entry, _ in missing)
+        raise MissingMetricsError(
+            f"metrics not found: {listed}; run `dvc repro {stages}`, or `dvc repro` for all"
+        )
+    return {entry: json.loads(Path(path).read_text()) for entry, path in files.items()}
+
+
+def load_predictions(files: dict[Entry, Path]) -> dict[Entry, Predictions | None]:
+    """Each entry's predictions by image hash (the train stage's CSV); None where missing."""
+    predictions: dict[Entry, Predictions | None] = {}
+    for entry, path in files.items():
+        if not Path(path).is_file():
+            predictions[entry] = None
             continue
-        with path.open(newline="") as stream:
+        with Path(path).open(newline="") as stream:
             rows = csv.DictReader(stream)
-            predictions[head] = {row["sha256"]: (row["actual"], row["predicted"]) for row in rows}
+            predictions[entry] = {row["sha256"]: (row["actual"], row["predicted"]) for row in rows}
     return predictions
 
 
 @dataclass(frozen=True)
 class Versus:
-    """The best head against one other on the same images: an exact McNemar test, or why
+    """The best entry against one other on the same images: an exact McNemar test, or why
     none was run."""
 
-    best: str
-    other: str
+    best: Entry
+    other: Entry
     images: int = 0
-    best_only: int = 0  # images the best head got right and the other did not
+    best_only: int = 0  # images the best entry got right and the other did not
     other_only: int = 0
     p_value: float | None = None
     untested: str = ""
@@ -91,18 +123,17 @@ class Versus:
 
     def sentence(self) -> str:
         """The result in plain words, for the report."""
-        pair = f"{self.best} vs {self.other}"
+        best, other = self.best.name, self.other.name
         if self.p_value is None:
-            return f"{pair}: not tested, {self.untested}."
+            return f"{best} vs {other}: not tested, {self.untested}."
         verdict = (
             f"significant at {ALPHA}"
             if self.significant
             else f"not distinguishable on these {self.images} images"
         )
         return (
-            f"{pair}: {self.points:.1f} points, p = {self.p_value:.3g} — {verdict} "
-            f"({self.best} alone right on {self.best_only}, {self.other} alone on "
-            f"{self.other_only})."
+            f"{best} vs {other}: {self.points:.1f} points, p = {self.p_value:.3g} — {verdict} "
+            f"({best} alone right on {self.best_only}, {other} alone on {self.other_only})."
         )
 
     def summary(self) -> dict[str, Any]:
@@ -116,13 +147,13 @@ class Versus:
         }
 
 
-def versus_best(best: str, other: str, predictions: dict[str, Predictions | None]) -> Versus:
-    """Pair the two heads' predictions image by image (by sha256) and test the difference.
+def versus_best(best: Entry, other: Entry, predictions: dict[Entry, Predictions | None]) -> Versus:
+    """Pair the two entries' predictions image by image (by sha256) and test the difference.
 
-    Heads evaluated on different images, or on different labels for one image, cannot be
+    Entries evaluated on different images, or on different labels for one image, cannot be
     paired: that is reported rather than tested.
     """
-    missing = [head for head in (best, other) if predictions[head] is None]
+    missing = [entry.name for entry in (best, other) if predictions.get(entry) is None]
     if missing:
         return Versus(best, other, untested=f"no predictions for {', '.join(missing)}")
     first, second = predictions[best], predictions[other]
@@ -134,6 +165,8 @@ def versus_best(best: str, other: str, predictions: dict[str, Predictions | None
             untested=f"evaluated on different images ({len(first)} and {len(second)} images, "
             f"{shared} shared)",
         )
+    if not first:
+        return Versus(best, other, untested="no evaluated images")
     hashes = sorted(first)
     b, c = discordant_counts(
         [first[h][0] for h in hashes], [first[h][1] for h in hashes], [second[h][1] for h in hashes]
@@ -141,33 +174,45 @@ def versus_best(best: str, other: str, predictions: dict[str, Predictions | None
     return Versus(best, other, len(hashes), b, c, mcnemar_exact(b, c))
 
 
-def rank_heads(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """Head names, best accuracy first; ties by name."""
-    return sorted(metrics, key=lambda head: (-metrics[head]["accuracy"], head))
+def rank(metrics: Metrics) -> list[Entry]:
+    """The entries, best accuracy first; ties by name."""
+    return sorted(metrics, key=lambda entry: (-metrics[entry]["accuracy"], entry.name))
 
 
-def against_best(
-    metrics: dict[str, dict[str, Any]], predictions: dict[str, Predictions | None]
-) -> list[Versus]:
-    """The best head (by accuracy) tested against every other, in rank order."""
-    best, *others = rank_heads(metrics)
+def grid_axes(entries: list[Entry] | Metrics) -> tuple[list[str], list[str]]:
+    """The heads (rows) and feature sets (columns) of the accuracy grid, in the order they
+    first appear: the caller's order, which is params.yaml's."""
+    heads = list(dict.fromkeys(entry.head for entry in entries))
+    return heads, list(dict.fromkeys(entry.features for entry in entries))
+
+
+def against_best(metrics: Metrics, predictions: dict[Entry, Predictions | None]) -> list[Versus]:
+    """The best entry (by accuracy) tested against every other, in rank order."""
+    best, *others = rank(metrics)
     return [versus_best(best, other, predictions) for other in others]
 
 
-def summarise(metrics: dict[str, dict[str, Any]], versus: list[Versus]) -> dict[str, Any]:
-    """Flat per-head numbers, best head first: what ``dvc metrics show`` lists.
+def _best(metrics: Metrics) -> dict[str, Any] | None:
+    if not metrics:
+        return None
+    best = rank(metrics)[0]
+    return {"head": best.head, "features": best.features, "accuracy": metrics[best]["accuracy"]}
+
+
+def summarise(metrics: Metrics, versus: list[Versus]) -> dict[str, Any]:
+    """Flat per-entry numbers, best first, keyed like the train stages: what ``dvc metrics
+    show`` lists.
 
     Metrics written before intervals existed give null there; nothing non-finite is kept.
     """
-    ranked = rank_heads(metrics)
-    random = any(m.get("random_weights") for m in metrics.values())
     return json_safe(
         {
-            "best": ranked[0] if ranked else None,
-            "random_weights": random,
-            "heads": {
-                head: {key: metrics[head].get(key) for key in _SUMMARY_KEYS} for head in ranked
+            "best": _best(metrics),
+            "random_weights": any(m.get("random_weights") for m in metrics.values()),
+            "entries": {
+                entry.name: {key: metrics[entry].get(key) for key in _SUMMARY_KEYS}
+                for entry in rank(metrics)
             },
-            "vs_best": {v.other: v.summary() for v in versus},
+            "vs_best": {v.other.name: v.summary() for v in versus},
         }
     )

@@ -1,16 +1,19 @@
-"""Stage ``compare``: every head side by side: summary metrics, a table and plots.
+"""Stage ``compare``: every head on every feature set side by side: summary metrics, the
+head × feature set grid, a table and plots.
 
-The best head is tested against each other head on the same test images, paired by hash
-from the train stages' prediction CSVs.
+The best (head, feature set) entry is tested against each other entry on the same test
+images, paired by hash from the train stages' prediction CSVs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from classifiers.compare import against_best, load_head_metrics, load_predictions, summarise
+from classifiers.compare import Entry, against_best, load_metrics, load_predictions, summarise
 from classifiers.report import (
+    plot_accuracy_heatmap,
     plot_accuracy_vs_fit_time,
     plot_confusion,
     write_markdown,
@@ -18,36 +21,51 @@ from classifiers.report import (
 )
 from features.files import write_json
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import load_params
+from pipeline.params import Params, Paths, load_params
+
+
+def entries(params: Params) -> list[Entry]:
+    """One entry per train stage: feature sets in params.yaml's order, heads by name."""
+    return [Entry(head, features) for features in params.features for head in sorted(params.heads)]
 
 
 def main(argv: Sequence[str]) -> None:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--metrics", type=Path, required=True, help="folder of per-head JSON")
     parser.add_argument(
-        "--predictions", type=Path, help="folder of per-head CSVs (default: paths.predictions)"
+        "--metrics", type=Path, required=True, help="root of <feature set>/<head>.json"
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        help="root of <feature set>/<head>.csv (default: paths.predictions)",
     )
     parser.add_argument("--summary", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True, help="markdown table")
+    parser.add_argument("--report", type=Path, required=True, help="markdown report")
     parser.add_argument("--plots", type=Path, required=True, help="folder for PNG plots")
     parser.add_argument("--tradeoff", type=Path, required=True, help="accuracy/fit-time CSV")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    heads = sorted(params.heads)
-    metrics = load_head_metrics(args.metrics, heads)
-    predictions = load_predictions(args.predictions or Path(params.paths.predictions), heads)
+    paths: Paths = replace(
+        params.paths,
+        metrics=str(args.metrics),
+        predictions=str(args.predictions or params.paths.predictions),
+    )
+    stages = entries(params)
+    metrics = load_metrics({e: paths.metrics_for(e.head, e.features) for e in stages})
+    predictions = load_predictions({e: paths.predictions_for(e.head, e.features) for e in stages})
     versus = against_best(metrics, predictions)
     write_json(args.summary, summarise(metrics, versus))
     write_markdown(args.report, metrics, versus)
     write_tradeoff_csv(args.tradeoff, metrics)
-    for head, head_metrics in metrics.items():
+    for entry, entry_metrics in metrics.items():
         plot_confusion(
-            args.plots / f"confusion_{head}.png",
-            head,
-            head_metrics["confusion_matrix"],
-            head_metrics["random_weights"],
+            args.plots / f"confusion_{entry.name}.png",
+            entry.name,
+            entry_metrics["confusion_matrix"],
+            entry_metrics["random_weights"],
         )
+    plot_accuracy_heatmap(args.plots / "accuracy_heatmap.png", metrics)
     plot_accuracy_vs_fit_time(args.plots / "accuracy_vs_fit_time.png", metrics)
     print(args.report.read_text())
 
