@@ -254,7 +254,13 @@ def _check_feature_sets(raw: dict, sets: dict[str, FeatureSet], problems: list[s
         )
     if not sets:
         problems.append("features: empty; allowed: at least one feature set, e.g. vgg16_fc6")
+    seen: dict[tuple[str, str], str] = {}
     for name, feature_set in sets.items():
+        twin = seen.setdefault((feature_set.backbone, feature_set.layer), name)
+        if twin != name:
+            problems.append(
+                f"features.{name}: the same layer as features.{twin}; keep one name per layer"
+            )
         if not NAME_PATTERN.fullmatch(name):
             problems.append(
                 f"features.{name}: not a usable name; allowed: letters, digits and underscores"

@@ -1,4 +1,5 @@
-"""Stage ``train@<head>``: fit one head on stored train codes, evaluate it on test (or val).
+"""Stage ``train@<head>-<feature set>``: fit one head on one feature set's stored train
+codes, evaluate it on test (or val).
 
 The evaluated split is test when the dataset has one, else val, and the metrics say which
 (``evaluated_on``); with both, val chooses the head's hyperparameters (``selected_on``).
@@ -80,6 +81,9 @@ def _warn_missing(rows: list[ManifestRow], split: str) -> list[str]:
 def main(argv: Sequence[str]) -> None:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("head", help="a key under heads: in params.yaml")
+    parser.add_argument(
+        "--features", help="a key under features: in params.yaml (default: the only one)"
+    )
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="joblib output")
@@ -94,11 +98,12 @@ def main(argv: Sequence[str]) -> None:
             f"{', '.join(sorted(params.heads))}"
         )
     entry = params.heads[args.head]
+    features = params.feature_set(args.features)
     rows = read_manifest(args.manifest)
     classes = class_names(rows)
     plan = plan_splits(rows, params.evaluation.evaluate_on, params.data.root)
     if plan.note:
-        print(f"train@{args.head}: {plan.note}")
+        print(f"train@{args.head}-{features}: {plan.note}")
     missing = _warn_missing(rows, plan.evaluate)
     with FeatureStore(args.store) as store:
         fingerprint = store.fingerprint
@@ -117,6 +122,8 @@ def main(argv: Sequence[str]) -> None:
     metrics.update(
         {
             "head": args.head,
+            "features": features,
+            "layer": params.features[features].layer,
             "kind": entry.kind,
             "fit_seconds": result.fit_seconds,
             "model_bytes": args.model.stat().st_size,
@@ -142,7 +149,7 @@ def main(argv: Sequence[str]) -> None:
         " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
     )
     print(
-        f"train@{args.head}: accuracy {metrics['accuracy']:.4f} on {plan.evaluate}, "
+        f"train@{args.head}-{features}: accuracy {metrics['accuracy']:.4f} on {plan.evaluate}, "
         f"fit {result.fit_seconds:.2f} s, {n_train} train / {metrics['n_test']} "
         f"{plan.evaluate}{label}"
     )

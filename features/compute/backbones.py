@@ -58,6 +58,12 @@ class Layer:
     dim: int  # code width, after the reduction
     reduction: str | None = None  # a REDUCTIONS key; None: the node's output is (B, dim)
 
+    @property
+    def identity(self) -> str:
+        """What a fingerprint records: the node, and the reduction when there is one, so
+        pooled pool5 codes never pass for the raw map's."""
+        return f"{self.node}:{self.reduction}" if self.reduction else self.node
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -79,6 +85,16 @@ class BackboneSpec:
                 return layer
         raise UserError(
             f"unknown layer {name!r} for {self.name}; available: {', '.join(self.layer_names)}"
+        )
+
+    def layer_with_identity(self, identity: str) -> Layer:
+        """The layer a fingerprint names (its ``layer`` field is :attr:`Layer.identity`)."""
+        for layer in self.layers:
+            if layer.identity == identity:
+                return layer
+        raise UserError(
+            f"{self.name} has no layer {identity!r}; its layers: "
+            + ", ".join(f"{layer.name} ({layer.identity})" for layer in self.layers)
         )
 
     @property

@@ -62,7 +62,7 @@ class ExtractReport:
     device: str
     precision: str
     random_weights: bool
-    fingerprint: Fingerprint
+    fingerprints: dict[str, Fingerprint]  # layer name -> the identity of its store's codes
     failures: list[dict[str, str]] = field(default_factory=list)
     non_finite: int = 0  # of ``skipped``: found this run with NaN or inf codes, fp32 too
     recomputed_fp32: int = 0  # of ``computed``: NaN or inf in fp16/bf16, finite in fp32
@@ -71,6 +71,16 @@ class ExtractReport:
     # autotuning), "drain" (the whole loop, last commit included).
     timings: dict[str, float] = field(default_factory=dict)
     warm_rows: int = 0  # codes computed after the warm-up batch
+
+    def add_timings(self, timings: dict[str, float], rows: int) -> None:
+        """Fold in one group's drain: the first group's warm-up stands, drains add up."""
+        warm_up_rows = int(timings.pop("warm_up_rows", 0))
+        if "warm_up_done" not in self.timings:
+            self.timings.update(timings)
+            self.warm_rows += rows - warm_up_rows
+            return
+        self.timings["drain"] = self.timings.get("drain", 0.0) + timings.get("drain", 0.0)
+        self.warm_rows += rows
 
     @property
     def steady_images_per_second(self) -> float:
@@ -96,9 +106,11 @@ class ExtractReport:
         )
 
     def summary(self) -> str:
-        weights = "RANDOM WEIGHTS" if self.random_weights else self.fingerprint.weights[:19]
+        weights = next(iter(self.fingerprints.values())).weights
+        weights = "RANDOM WEIGHTS" if self.random_weights else weights[:19]
+        layers = ", ".join(self.fingerprints)
         return (
-            f"extract: reused {self.reused}, computed {self.computed}"
+            f"extract [{layers}]: reused {self.reused}, computed {self.computed}"
             + (f" ({self.recomputed_fp32} in fp32)" if self.recomputed_fp32 else "")
             + f", skipped {self.skipped}"
             + (f" ({self.non_finite} with NaN or inf codes)" if self.non_finite else "")

@@ -1,4 +1,4 @@
-"""Scale-out: extract partitions on Dask workers, each writing one immutable shard.
+"""Scale-out: extract partitions on Dask workers, each writing one immutable shard per layer.
 
 Shards need no lock: each is written under a temporary name and renamed complete, so any
 number of workers write into the store at once. The coordinator holds the writer lock and
@@ -13,24 +13,30 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from features.compute.config import DaskConfig, ExtractConfig, ExtractReport
 from features.compute.encoder import Encoder, cpu_allocator_tuned
-from features.compute.extract import Backend, open_run, resolve_backend
+from features.compute.extract import Backend, Run, open_run, resolve_backend, store_roots
 from features.compute.finite import FiniteGuard, FiniteStats
 from features.compute.loader import Failure, ImageRef, make_loader
 from features.compute.prefetch import prepare_batch
 from features.data.images import ImageLimits
+from features.progress import LineProgress
 from features.progress import progress as show_progress
 from features.store.fingerprint import Fingerprint
 from features.store.shards import SHARD_DIR, ShardRecord, SkipRecord, write_shard
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from tqdm import tqdm
 
 __all__ = ["PartitionResult", "extract_partition", "extract_with_dask"]
 
@@ -39,35 +45,44 @@ _WORKER_STATE: dict[str, tuple[Backend, Encoder]] = {}  # per worker process, by
 
 @dataclass(frozen=True)
 class PartitionResult:
-    """One task's output: its shard (not yet indexed) and the images it could not use."""
+    """One task's output: a shard per layer (not yet indexed), the images it could not use."""
 
-    record: ShardRecord | None
+    records: dict[str, ShardRecord]
     skips: tuple[SkipRecord, ...]
     retry: tuple[Failure, ...]
     finite: FiniteStats
     seconds: float
 
 
-def _worker_encoder(config: ExtractConfig, expected: Fingerprint) -> tuple[Backend, Encoder]:
+def _worker_encoder(
+    config: ExtractConfig, expected: Mapping[str, Fingerprint]
+) -> tuple[Backend, Encoder]:
     """Build the network once per worker process and check it computes what we expect."""
-    key = repr(config)
+    key = repr((config, tuple(expected)))
     if key not in _WORKER_STATE:
-        backend = resolve_backend(config)
+        backend = resolve_backend(config, list(expected))
         _WORKER_STATE[key] = backend, backend.encoder(config)
     backend, encoder = _WORKER_STATE[key]
-    expected.require_same(backend.fingerprint, "codes this Dask worker would compute")
+    for layer, fingerprint in expected.items():
+        fingerprint.require_same(
+            backend.fingerprints[layer], f"{layer} codes this Dask worker would compute"
+        )
     return backend, encoder
 
 
 def extract_partition(
     refs: Sequence[ImageRef],
-    store_root: str,
+    stores: Mapping[str, str],
     config: ExtractConfig,
     limits: ImageLimits,
-    expected: Fingerprint,
+    expected: Mapping[str, Fingerprint],
     threads: int | None = None,
 ) -> PartitionResult:
-    """Runs on a worker: decode, encode and write one shard for ``refs``."""
+    """Runs on a worker: decode and encode ``refs``, and write one shard per layer's store.
+
+    ``stores`` and ``expected`` map the same layers, in column order, to store roots and
+    fingerprints.
+    """
     started = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -93,17 +108,19 @@ def extract_partition(
             if checked.codes is not None:
                 hashes.extend(checked.hashes)
                 blocks.append(checked.codes.numpy())
-    record = None
+    records = {}
     if hashes:
-        record = write_shard(
-            Path(store_root) / SHARD_DIR,
-            hashes,
-            np.concatenate(blocks),
-            expected,
-            config.compression,
-        )
+        codes = np.concatenate(blocks)
+        for layer, columns in backend.columns().items():
+            records[layer] = write_shard(
+                Path(stores[layer]) / SHARD_DIR,
+                hashes,
+                np.ascontiguousarray(codes[:, columns]),
+                expected[layer],
+                config.compression,
+            )
     return PartitionResult(
-        record=record,
+        records=records,
         skips=tuple(SkipRecord(f.sha256, f.reason, f.detail) for f in failures if f.permanent),
         retry=tuple(f for f in failures if not f.permanent),
         finite=guard.stats,
@@ -112,7 +129,7 @@ def extract_partition(
 
 
 @contextmanager
-def _client(options: DaskConfig) -> Iterator[object]:
+def _client(options: DaskConfig) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if options.address is not None:
@@ -130,52 +147,80 @@ def _client(options: DaskConfig) -> Iterator[object]:
 
 def extract_with_dask(
     refs: Sequence[ImageRef],
-    store_root: Path,
+    stores: Path | Mapping[str, Path],
     config: ExtractConfig,
     limits: ImageLimits,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExtractReport:
     """Like :func:`features.compute.extract.extract_codes`, with one Dask task per partition."""
-    from distributed import as_completed
-
     options = config.dask
-    backend = resolve_backend(config)
-    with open_run(refs, store_root, config, backend, log) as run:
-        pending, size = run.pending, options.partition_rows
-        partitions = [pending[start : start + size] for start in range(0, len(pending), size)]
-        if not partitions:
+    backend = resolve_backend(config, list(stores) if isinstance(stores, Mapping) else None)
+    roots = store_roots(stores, backend)
+    with open_run(refs, roots, config, backend, log) as run:
+        if not run.pending:
             return run.report
-        local_threads = (
-            max(1, (os.cpu_count() or 1) // options.workers) if options.address is None else None
-        )
-        bar = show_progress(len(pending), "extract (dask)", enabled=progress)
-        with _client(options) as client:
-            futures = client.map(
-                extract_partition,
-                partitions,
-                store_root=str(store_root),
-                config=config,
-                limits=limits,
-                expected=backend.fingerprint,
-                threads=local_threads,
-                pure=False,
-            )
-            sizes = {
-                future.key: len(part) for future, part in zip(futures, partitions, strict=True)
-            }
-            try:
-                for future in as_completed(futures):
-                    result: PartitionResult = future.result()
-                    records = [result.record] if result.record is not None else []
-                    rows = run.writer.commit_shards(records, result.skips)
-                    run.report.record(rows, len(result.skips), result.retry, result.finite)
-                    bar.update(sizes[future.key])
-            finally:
-                bar.close()
-                client.cancel(futures)
+        bar = show_progress(len(run.pending), "extract (dask)", enabled=progress)
+        partitions = 0
+        try:
+            with _client(options) as client:
+                for layers, pending in run.groups:
+                    partitions += _run_group(
+                        client,
+                        run,
+                        backend.with_layers(layers),
+                        pending,
+                        {layer: str(roots[layer]) for layer in layers},
+                        config,
+                        limits,
+                        bar,
+                    )
+        finally:
+            bar.close()
         log(
-            f"extract: {len(partitions)} partitions on "
+            f"extract: {partitions} partitions on "
             f"{options.address or f'a local cluster of {options.workers} workers'}"
         )
     return run.report
+
+
+def _run_group(
+    client: Client,
+    run: Run,
+    backend: Backend,
+    pending: Sequence[ImageRef],
+    roots: dict[str, str],
+    config: ExtractConfig,
+    limits: ImageLimits,
+    bar: tqdm | LineProgress,
+) -> int:
+    """One task per partition of ``pending``, each shard indexed as its task finishes."""
+    from distributed import as_completed
+
+    options = config.dask
+    size = options.partition_rows
+    partitions = [pending[start : start + size] for start in range(0, len(pending), size)]
+    local_threads = (
+        max(1, (os.cpu_count() or 1) // options.workers) if options.address is None else None
+    )
+    stores = run.stores.subset(backend.layers)
+    futures = client.map(
+        extract_partition,
+        partitions,
+        stores=roots,
+        config=config,
+        limits=limits,
+        expected=backend.fingerprints,
+        threads=local_threads,
+        pure=False,
+    )
+    sizes = {future.key: len(part) for future, part in zip(futures, partitions, strict=True)}
+    try:
+        for future in as_completed(futures):
+            result: PartitionResult = future.result()
+            rows = stores.commit_shards(result.records, result.skips)
+            run.report.record(rows, len(result.skips), result.retry, result.finite)
+            bar.update(sizes[future.key])
+    finally:
+        client.cancel(futures)
+    return len(partitions)

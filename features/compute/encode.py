@@ -7,11 +7,13 @@ codes come back batch by batch and nothing is written.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import torch
 
+from features.compute.backbones import get_backbone
 from features.compute.config import ExtractConfig
 from features.compute.encoder import Encoder, cpu_allocator_tuned
 from features.compute.extract import (
@@ -34,17 +36,21 @@ __all__ = ["encode_files", "encode_images"]
 def _checked_backend(config: ExtractConfig, expected: Fingerprint | None) -> Backend:
     """The backend, refused unless it computes codes as ``expected`` says.
 
-    A head applied to codes computed any other way gives meaningless answers.
+    A head applied to codes computed any other way gives meaningless answers. The backbone
+    and layer come from ``expected``: they are the head's feature set.
     """
-    backend = resolve_backend(config)
-    if expected is not None:
-        expected.require_same(
-            backend.fingerprint,
-            "the head",
-            ours="it was trained on",
-            theirs="extract params now compute",
-            fix="Set extract back to what the head was trained with, or retrain the head.",
-        )
+    if expected is None:
+        return resolve_backend(config)
+    spec = get_backbone(expected.backbone)
+    layer = spec.layer_with_identity(expected.layer)
+    backend = resolve_backend(replace(config, backbone=spec.name), [layer.name])
+    expected.require_same(
+        backend.fingerprint,
+        "the head",
+        ours="it was trained on",
+        theirs="extract params now compute",
+        fix="Set extract back to what the head was trained with, or retrain the head.",
+    )
     return backend
 
 

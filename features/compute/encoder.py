@@ -158,6 +158,10 @@ class PendingCodes:
 class Encoder:
     """Runs the truncated backbone: uint8 (B, 3, H, W) in, codes (B, dim) out.
 
+    An extractor returning several layers gives their codes side by side, in its order
+    (B, sum of dims): one array flows through the finiteness check, the fp32 retry and
+    the copy back, and the writer splits it into one store per layer.
+
     ``fp32`` builds the same network computing in fp32 from the weights as loaded (not
     rounded to this encoder's precision): a fp16/bf16 run recomputes with it the rows whose
     codes came out NaN or inf. Built only when first needed, it costs nothing otherwise.
@@ -205,7 +209,9 @@ class Encoder:
         pixels = pixels.contiguous(memory_format=self.memory_format)
         normalised = (pixels.float() - self._shift) / self._scale
         batch = normalised.to(dtype=self.dtype).contiguous(memory_format=self.memory_format)
-        return self.model(batch)["codes"].to(self.store_dtype)
+        outputs = list(self.model(batch).values())
+        codes = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        return codes.to(self.store_dtype)
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> PendingCodes:

@@ -1,7 +1,10 @@
-"""Runner: wire reader, mapper and writer together for the images the store lacks.
+"""Runner: wire reader, mapper and writer together for the images the stores lack.
 
-Only images whose hash is neither stored nor recorded as a permanent failure are
-computed, so a rerun after a crash, a grown dataset or a relabelling does only new work.
+One run is one backbone: every layer asked of it comes out of the same forward pass and
+goes to its own store. Only (image, layer) pairs a store neither holds nor records as a
+permanent failure are computed, so a rerun after a crash, a grown dataset, a new layer or
+a relabelling does only new work: images are grouped by the layers they lack, and each
+group runs with an extractor for those layers only.
 Every batch's codes are checked for NaN and inf before they reach the store
 (:class:`FiniteGuard`).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,7 +24,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader
 
-from features.compute.backbones import BackboneSpec, build_extractor, get_backbone
+from features.compute.backbones import BackboneSpec, Layer, build_layers_extractor, get_backbone
 from features.compute.config import ExtractConfig, ExtractReport
 from features.compute.encoder import (
     Encoder,
@@ -39,6 +42,7 @@ from features.data.preprocess import Preprocessing
 from features.progress import progress as show_progress
 from features.store import StoreWriter
 from features.store.committer import CommitStats, Committer
+from features.store.fanout import StoreFanout
 from features.store.fingerprint import Fingerprint
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "random_weights_banner",
     "resolve_backend",
     "run_loader",
+    "store_roots",
 ]
 
 
@@ -60,12 +65,16 @@ def random_weights_banner(identity: str) -> str:
     )
 
 
-def make_fingerprint(config: ExtractConfig, weights_identity: str, precision: str) -> Fingerprint:
+def make_fingerprint(
+    config: ExtractConfig, weights_identity: str, precision: str, layer: Layer | None = None
+) -> Fingerprint:
+    """The identity of ``layer``'s codes (default: the backbone's default layer)."""
     spec = get_backbone(config.backbone)
+    layer = layer or spec.layer(spec.default_layer)
     return Fingerprint(
         backbone=spec.name,
-        layer=spec.node,
-        dim=spec.dim,
+        layer=layer.identity,
+        dim=layer.dim,
         weights=weights_identity,
         preprocessing=json.dumps(config.preprocessing.describe(), sort_keys=True),
         precision=precision,
@@ -112,17 +121,41 @@ def compile_batch(config: ExtractConfig, device: torch.device, pending: int) -> 
 
 @dataclass(frozen=True)
 class Backend:
-    """What a run computes with, resolved once: network, device, precision and weights."""
+    """What a run computes with, resolved once: network, layers, device, precision, weights."""
 
     spec: BackboneSpec
     device: torch.device
     precision: str
     weights: ResolvedWeights
-    fingerprint: Fingerprint
+    fingerprints: dict[str, Fingerprint]  # layer name -> its codes' identity, in column order
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.fingerprints)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint of a one-layer backend (``predict``, single-store callers)."""
+        if len(self.fingerprints) != 1:
+            raise ValueError(f"{len(self.fingerprints)} layers, so no single fingerprint")
+        return next(iter(self.fingerprints.values()))
+
+    def columns(self) -> dict[str, slice]:
+        """Where each layer's codes sit in the encoder's output rows."""
+        columns, start = {}, 0
+        for layer, fingerprint in self.fingerprints.items():
+            columns[layer] = slice(start, start + fingerprint.dim)
+            start += fingerprint.dim
+        return columns
+
+    def with_layers(self, layers: Sequence[str]) -> Backend:
+        return replace(self, fingerprints={layer: self.fingerprints[layer] for layer in layers})
 
     def encoder(self, config: ExtractConfig, compile_batch: int | None = None) -> Encoder:
         """The network on the device; in fp16/bf16 it can build its fp32 twin for retries."""
-        extractor = build_extractor(self.spec, self.weights.state_dict, config.seed)
+        extractor = build_layers_extractor(
+            self.spec, self.layers, self.weights.state_dict, config.seed
+        )
         twin = replace(self, precision="fp32")
         return Encoder(
             extractor,
@@ -136,8 +169,10 @@ class Backend:
         )
 
 
-def resolve_backend(config: ExtractConfig) -> Backend:
-    """Fetch and verify weights, pick device and precision, and fingerprint the result.
+def resolve_backend(config: ExtractConfig, layers: Sequence[str] | None = None) -> Backend:
+    """Fetch and verify weights, pick device and precision, and fingerprint each layer.
+
+    ``layers`` are names from the backbone's registry entry; None: its default layer.
 
     Nothing heavy happens here: the tensors load, and the network is built, only in
     :meth:`Backend.encoder`, after the store has accepted the lock and the fingerprint.
@@ -146,73 +181,116 @@ def resolve_backend(config: ExtractConfig) -> Backend:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     weights = identify_weights(spec, config.weights, config.seed, config.weights_sha256)
-    fingerprint = make_fingerprint(config, weights.identity, precision)
-    return Backend(spec, device, precision, weights, fingerprint)
+    fingerprints = {
+        name: make_fingerprint(config, weights.identity, precision, spec.layer(name))
+        for name in dict.fromkeys(layers or (spec.default_layer,))
+    }
+    return Backend(spec, device, precision, weights, fingerprints)
 
 
 @dataclass
 class Run:
-    """A locked store, the images it still lacks, and the report being filled in."""
+    """Locked stores, the images each group of layers still lacks, and the report."""
 
-    writer: StoreWriter
-    pending: list[ImageRef]
+    stores: StoreFanout
+    groups: list[tuple[tuple[str, ...], list[ImageRef]]]  # (layers lacking, images), in order
     report: ExtractReport
+
+    @property
+    def pending(self) -> list[ImageRef]:
+        return [ref for _, refs in self.groups for ref in refs]
+
+
+def _group_by_missing(
+    unique: Sequence[ImageRef], stores: StoreFanout
+) -> list[tuple[tuple[str, ...], list[ImageRef]]]:
+    """Images by the layers they lack, manifest order kept within each group, so each
+    group forms the batches a clean run forms (runs at whole-commit boundaries)."""
+    groups: dict[tuple[str, ...], list[ImageRef]] = {}
+    for ref in unique:
+        missing = stores.missing(ref.sha256)
+        if missing:
+            groups.setdefault(missing, []).append(ref)
+    return list(groups.items())
+
+
+def store_roots(stores: Path | Mapping[str, Path], backend: Backend) -> dict[str, Path]:
+    """``{layer: store root}``; a bare path is the store of a one-layer run."""
+    if isinstance(stores, Mapping):
+        return dict(stores)
+    return {backend.layers[0]: Path(stores)} if len(backend.layers) == 1 else {}
 
 
 @contextmanager
 def open_run(
     refs: Sequence[ImageRef],
-    store_root: Path,
+    stores: Mapping[str, Path],
     config: ExtractConfig,
     backend: Backend,
     log: Callable[[str], None],
 ) -> Iterator[Run]:
-    """Take the writer lock and work out what is pending; times the run on exit."""
+    """Take every store's writer lock and work out what is pending; times the run on exit."""
     started = time.perf_counter()
     if backend.weights.is_random:
         log(random_weights_banner(backend.weights.identity))
     unique = list({ref.sha256: ref for ref in reversed(refs)}.values())[::-1]
-    with StoreWriter(store_root, backend.fingerprint, config.compression, log=log) as writer:
-        known, skipped = writer.known, writer.skipped
-        pending = [ref for ref in unique if ref.sha256 not in known and ref.sha256 not in skipped]
+    writers = {
+        layer: StoreWriter(stores[layer], fingerprint, config.compression, log=log)
+        for layer, fingerprint in backend.fingerprints.items()
+    }
+    with StoreFanout(writers, backend.columns()) as fanout:
+        groups = _group_by_missing(unique, fanout)
+        lacking = {ref.sha256 for _, group in groups for ref in group}
+        skipped_everywhere = sum(
+            all(ref.sha256 in writer.skipped for writer in writers.values()) for ref in unique
+        )
         report = ExtractReport(
             images=len(unique),
-            reused=sum(ref.sha256 in known for ref in unique),
+            reused=sum(ref.sha256 not in lacking for ref in unique) - skipped_everywhere,
             computed=0,
-            skipped=sum(ref.sha256 in skipped for ref in unique),
+            skipped=skipped_everywhere,
             retry_later=0,
             seconds=0.0,
             device=str(backend.device),
             precision=backend.precision,
             random_weights=backend.weights.is_random,
-            fingerprint=backend.fingerprint,
+            fingerprints=dict(backend.fingerprints),
         )
         try:
-            yield Run(writer, pending, report)
+            yield Run(fanout, groups, report)
         finally:
             report.seconds = time.perf_counter() - started
 
 
 def extract_codes(
     refs: Sequence[ImageRef],
-    store_root: Path,
+    stores: Path | Mapping[str, Path],
     config: ExtractConfig,
     limits: ImageLimits,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExtractReport:
-    """Compute codes for every image in ``refs`` that the store does not hold yet."""
+    """Compute codes for every image in ``refs`` that a store does not hold yet.
+
+    ``stores`` maps layer names of ``config.backbone`` to store roots, all filled from one
+    forward pass; a bare path is one store of the backbone's default layer.
+    """
     started = time.perf_counter()
-    backend = resolve_backend(config)
-    with open_run(refs, store_root, config, backend, log) as run:
+    layers = list(stores) if isinstance(stores, Mapping) else None
+    backend = resolve_backend(config, layers)
+    with open_run(refs, store_roots(stores, backend), config, backend, log) as run:
         report = run.report
-        if run.pending:
+        for layers_lacking, pending in run.groups:
+            group = backend.with_layers(layers_lacking)
             device = backend.device
-            encoder = backend.encoder(config, compile_batch(config, device, len(run.pending)))
-            loader = run_loader(run.pending, config, limits, device)
-            committer = Committer(run.writer, config.commit_rows, config.commit_seconds)
+            encoder = group.encoder(config, compile_batch(config, device, len(pending)))
+            loader = run_loader(pending, config, limits, device)
+            committer = Committer(
+                run.stores.subset(layers_lacking), config.commit_rows, config.commit_seconds
+            )
             guard = FiniteGuard(encoder)
-            report.timings["setup"] = time.perf_counter() - started
+            timings: dict[str, float] = {}
+            report.timings.setdefault("setup", time.perf_counter() - started)
             with cpu_allocator_tuned(device):
                 stats = _drain(
                     loader,
@@ -221,10 +299,10 @@ def extract_codes(
                     config.preprocessing,
                     limits,
                     progress,
-                    report.timings,
+                    timings,
                     guard,
                 )
-            report.warm_rows = stats.rows - int(report.timings.pop("warm_up_rows", 0))
+            report.add_timings(timings, stats.rows)
             report.record(stats.rows, stats.skipped, stats.transient_failures, guard.stats)
     return report
 

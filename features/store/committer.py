@@ -17,9 +17,15 @@ from typing import Protocol
 import numpy as np
 
 from features.store.shards import Failure, SkipRecord
-from features.store.writer import StoreWriter
 
-__all__ = ["CommitStats", "Committer", "HostCodes"]
+__all__ = ["CommitStats", "Commits", "Committer", "HostCodes"]
+
+
+class Commits(Protocol):
+    """Where a commit goes: one store (:class:`StoreWriter`) or several (``StoreFanout``)."""
+
+    def commit(self, hashes: list[str], codes: np.ndarray, skips: list[SkipRecord]) -> object:
+        """Commit ``codes`` for ``hashes`` and the skip records, atomically per store."""
 
 
 class HostCodes(Protocol):
@@ -47,7 +53,7 @@ class Committer:
 
     def __init__(
         self,
-        writer: StoreWriter,
+        writer: Commits,
         commit_rows: int,
         commit_seconds: float,
         max_pending_batches: int = 8,
@@ -108,11 +114,7 @@ class Committer:
             self._done.set()
 
     def _commit(self, hashes: list[str], blocks: list[np.ndarray], skips: list[SkipRecord]) -> None:
-        codes = (
-            np.concatenate(blocks)
-            if blocks
-            else np.empty((0, self.writer.fingerprint.dim), self.writer.fingerprint.dtype)
-        )
+        codes = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
         self.writer.commit(hashes, codes, skips)
         self.stats.rows += len(hashes)
         self.stats.skipped += len(skips)

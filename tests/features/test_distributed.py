@@ -43,9 +43,9 @@ def test_shards_left_by_workers_of_a_dead_coordinator_are_adopted(
     refs = refs_for(shapes_root)
     store = tmp_path / "store"
     extract_codes(refs[:4], store, small_config, LIMITS, progress=False)  # the store exists
-    fingerprint = resolve_backend(small_config).fingerprint
-    result = extract_partition(refs[4:12], str(store), small_config, LIMITS, fingerprint)
-    assert result.record is not None and result.record.rows == 8
+    expected = resolve_backend(small_config).fingerprints
+    result = extract_partition(refs[4:12], {"fc6": str(store)}, small_config, LIMITS, expected)
+    assert result.records["fc6"].rows == 8
     report = extract_codes(refs, store, small_config, LIMITS, progress=False)
     assert (report.reused, report.computed) == (12, len(refs) - 12)
     assert verify(store).ok
@@ -53,7 +53,7 @@ def test_shards_left_by_workers_of_a_dead_coordinator_are_adopted(
 
 def test_a_worker_computing_other_codes_refuses_to_write(tmp_path, shapes_root, small_config):
     refs = refs_for(shapes_root)[:4]
-    expected = resolve_backend(replace(small_config, seed=1)).fingerprint
+    expected = resolve_backend(replace(small_config, seed=1)).fingerprints
     with pytest.raises(FingerprintMismatch, match="Dask worker"):
-        extract_partition(refs, str(tmp_path), small_config, LIMITS, expected)
+        extract_partition(refs, {"fc6": str(tmp_path)}, small_config, LIMITS, expected)
     assert not list(tmp_path.rglob("shard-*.h5"))

@@ -52,8 +52,11 @@ class _Poisoned(nn.Module):
         self.rows = rows
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        codes = self.inner(batch)["codes"]
-        return {"codes": codes.masked_fill(self.rows(batch)[:, None], float("nan"))}
+        poisoned = self.rows(batch)[:, None]
+        return {
+            name: codes.masked_fill(poisoned, float("nan"))
+            for name, codes in self.inner(batch).items()
+        }
 
 
 def _flat(batch: torch.Tensor) -> torch.Tensor:
@@ -77,9 +80,9 @@ def _every_row_from_call(first: int) -> Rows:
 
 
 def _poison(monkeypatch: pytest.MonkeyPatch, rows: Rows) -> None:
-    real = features.compute.extract.build_extractor
+    real = features.compute.extract.build_layers_extractor
     monkeypatch.setattr(
-        features.compute.extract, "build_extractor", lambda *args: _Poisoned(real(*args), rows)
+        features.compute.extract, "build_layers_extractor", lambda *args: _Poisoned(real(*args), rows)
     )
 
 
@@ -211,11 +214,12 @@ def test_the_stage_stops_with_one_error_line(tmp_path, monkeypatch, capsys, data
 def test_a_dask_partition_skips_non_finite_images(tmp_path, monkeypatch, data):
     _poison(monkeypatch, _flat)
     monkeypatch.setattr(features.compute.distributed, "_WORKER_STATE", {})
-    expected = resolve_backend(SMALL_CONFIG).fingerprint
+    expected = resolve_backend(SMALL_CONFIG).fingerprints
     (tmp_path / SHARD_DIR).mkdir()
-    result = extract_partition(data.refs[:8], str(tmp_path), SMALL_CONFIG, LIMITS, expected)
+    stores = {"fc6": str(tmp_path)}
+    result = extract_partition(data.refs[:8], stores, SMALL_CONFIG, LIMITS, expected)
     assert [(skip.sha256, skip.reason) for skip in result.skips] == [(data.flat, NON_FINITE)]
-    assert result.record is not None and result.record.rows == 7
+    assert result.records["fc6"].rows == 7
     assert result.finite.skipped == 1
 
 
