@@ -163,11 +163,13 @@ def _label(
 
 
 def predict(
-    head_name: str, arguments: Sequence[str], params_path: Path
+    head_name: str, arguments: Sequence[str], params_path: Path, features: str | None = None
 ) -> tuple[list[Prediction], Head]:
-    """One row per input file, in input order, and the head that labelled them."""
+    """One row per input file, in input order, and the head (trained on the feature set
+    ``features``, by default the only one) that labelled them."""
     params = load_params(params_path)
-    model, sidecar = load_head(Path(params.paths.models) / f"{head_name}.joblib")
+    features = params.feature_set(features)
+    model, sidecar = load_head(params.paths.model_for(head_name, features))
     head = Head(model, Fingerprint.from_json(sidecar.fingerprint))
     rows = collect_inputs(arguments)
     rows_of: dict[str, list[Prediction]] = defaultdict(list)
@@ -176,7 +178,8 @@ def predict(
         if not row.error:
             rows_of[row.sha256].append(row)
     chunk = params.extract.batch_size
-    for hashes, codes in _stored(Path(params.paths.store), head.fingerprint, list(rows_of), chunk):
+    store = params.paths.store_for(features)
+    for hashes, codes in _stored(store, head.fingerprint, list(rows_of), chunk):
         _label(rows_of, head, hashes, codes, STORE)
     if rows_of:
         refs = [ImageRef(sha, Path(group[0].path)) for sha, group in rows_of.items()]
@@ -240,12 +243,15 @@ def _write(out: Path, as_json: bool, name: str, rows: Sequence[Prediction], head
 def main(argv: Sequence[str]) -> int:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--head", required=True, help="a trained head, e.g. logreg")
+    parser.add_argument(
+        "--features", help="the feature set it was trained on (default: the only one)"
+    )
     parser.add_argument("inputs", nargs="+", help="image files, folders, @list.txt files")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--out", type=Path, help="write the rows here: CSV, or JSON with --json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    rows, head = predict(args.head, args.inputs, args.params)
+    rows, head = predict(args.head, args.inputs, args.params, args.features)
     if args.out is not None:
         _write(args.out, args.json, args.head, rows, head)
     elif args.json:

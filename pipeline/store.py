@@ -1,8 +1,12 @@
-"""``python -m pipeline.store {info,verify,repair,compact} [STORE]``: look after a store."""
+"""``python -m pipeline.store {info,verify,repair,compact} [STORE]``: look after stores.
+
+With no STORE, every feature set's store in params.yaml (or the one ``--features`` names).
+"""
 
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,14 +15,19 @@ from pipeline.cli import ArgumentParser, run
 from pipeline.params import load_params
 
 
-def _store_path(given: Path | None, params: Path) -> Path:
-    return given if given is not None else Path(load_params(params).paths.store)
+def _stores(given: Path | None, features: str | None, params_path: Path) -> list[Path]:
+    if given is not None:
+        return [given]
+    params = load_params(params_path)
+    names = [params.feature_set(features)] if features else list(params.features)
+    return [params.paths.store_for(name) for name in names]
 
 
 def main(argv: Sequence[str]) -> int:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=("info", "verify", "repair", "compact"))
-    parser.add_argument("store", type=Path, nargs="?", help="default: paths.store in params")
+    parser.add_argument("store", type=Path, nargs="?", help="default: every feature set's store")
+    parser.add_argument("--features", help="with no STORE: only this feature set's store")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--quick", action="store_true", help="verify: skip re-hashing bytes")
     parser.add_argument(
@@ -28,13 +37,18 @@ def main(argv: Sequence[str]) -> int:
         "--target-rows", type=int, default=16384, help="compact: rows per merged shard"
     )
     args = parser.parse_intermixed_args(argv)  # `verify --strict STORE` as well
-    store = _store_path(args.store, args.params)
+    codes = [_look_after(store, args) for store in _stores(args.store, args.features, args.params)]
+    return max(codes)
+
+
+def _look_after(store: Path, args: Namespace) -> int:
+    """Run the command on one store; its exit status."""
     if args.command == "info":
         print(json.dumps(maintenance.info(store), indent=2))
         return 0
     if args.command == "compact":
         before, after = maintenance.compact(store, args.target_rows)
-        print(f"compact: {before} shards -> {after}")
+        print(f"compact: {before} shards -> {after} ({store})")
         return 0
     report = (
         maintenance.repair(store)

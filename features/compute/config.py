@@ -63,6 +63,9 @@ class ExtractReport:
     precision: str
     random_weights: bool
     fingerprints: dict[str, Fingerprint]  # layer name -> the identity of its store's codes
+    # Codes computed per group of layers lacking them, e.g. {"fc7": 32} when fc7 was added
+    # to a complete fc6 store: the forward passes ran for those layers only.
+    layers_computed: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     non_finite: int = 0  # of ``skipped``: found this run with NaN or inf codes, fp32 too
     recomputed_fp32: int = 0  # of ``computed``: NaN or inf in fp16/bf16, finite in fp32
@@ -93,9 +96,16 @@ class ExtractReport:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
     def record(
-        self, rows: int, skipped: int, retry: Sequence[Failure], finite: FiniteStats
+        self,
+        layers: Sequence[str],
+        rows: int,
+        skipped: int,
+        retry: Sequence[Failure],
+        finite: FiniteStats,
     ) -> None:
-        """Add what a drain (or a Dask partition) committed."""
+        """Add what a drain (or a Dask partition) committed for ``layers``."""
+        group = "+".join(layers)
+        self.layers_computed[group] = self.layers_computed.get(group, 0) + rows
         self.computed += rows
         self.skipped += skipped
         self.non_finite += finite.skipped

@@ -219,7 +219,7 @@ def _run_group(
         for future in as_completed(futures):
             result: PartitionResult = future.result()
             rows = stores.commit_shards(result.records, result.skips)
-            run.report.record(rows, len(result.skips), result.retry, result.finite)
+            run.report.record(backend.layers, rows, len(result.skips), result.retry, result.finite)
             bar.update(sizes[future.key])
     finally:
         client.cancel(futures)

@@ -303,7 +303,9 @@ def extract_codes(
                     guard,
                 )
             report.add_timings(timings, stats.rows)
-            report.record(stats.rows, stats.skipped, stats.transient_failures, guard.stats)
+            report.record(
+                layers_lacking, stats.rows, stats.skipped, stats.transient_failures, guard.stats
+            )
     return report
 
 

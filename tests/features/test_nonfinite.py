@@ -82,7 +82,9 @@ def _every_row_from_call(first: int) -> Rows:
 def _poison(monkeypatch: pytest.MonkeyPatch, rows: Rows) -> None:
     real = features.compute.extract.build_layers_extractor
     monkeypatch.setattr(
-        features.compute.extract, "build_layers_extractor", lambda *args: _Poisoned(real(*args), rows)
+        features.compute.extract,
+        "build_layers_extractor",
+        lambda *args: _Poisoned(real(*args), rows),
     )
 
 

@@ -23,7 +23,7 @@ from features.errors import UserError
 from pipeline import predict, train
 from pipeline.cli import EXIT_USER_ERROR, run
 from pipeline.predict import Head
-from tests.conftest import SMALL_EXTRACT, TEST_PARAMS, small_store
+from tests.conftest import SMALL_EXTRACT, SMALL_STORE, TEST_PARAMS, small_store
 
 HEAD = "logreg"
 
@@ -39,8 +39,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params.update(downloads={}, extract=SMALL_EXTRACT, heads={HEAD: {}})
     params["data"]["root"] = str(images)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    argv = [HEAD, "--manifest", str(root / "manifest.csv"), "--store", str(root / "store")]
-    argv += ["--model", str(root / "models" / f"{HEAD}.joblib")]
+    argv = [HEAD, "--manifest", str(root / "manifest.csv"), "--store", str(root / SMALL_STORE)]
+    argv += ["--model", str(root / "models" / "vgg16_fc6" / f"{HEAD}.joblib")]
     argv += ["--metrics", str(root / "metrics.json"), "--predictions", str(root / "pred.csv")]
     train.main([*argv, "--params", str(root / "params.yaml")])
     return root

@@ -21,7 +21,7 @@ from classifiers.persist import load_head
 from features.data.manifest import read_manifest
 from features.store import FeatureStore
 from pipeline import train
-from tests.conftest import SMALL_EXTRACT, small_store
+from tests.conftest import SMALL_EXTRACT, SMALL_STORE, small_store
 
 TEST_FRACTION = 0.25
 # What a kind needs beyond its defaults: an sklearn head has no default estimator.
@@ -73,7 +73,7 @@ def test_each_head_kind_trains_through_the_stage_with_default_params(
     metrics_path = tmp_path / "metrics" / f"{kind}.json"
     predictions = tmp_path / "plots" / f"{kind}.csv"
     argv = [kind, "--manifest", str(store_root / "manifest.csv")]
-    argv += ["--store", str(store_root / "store"), "--model", str(model)]
+    argv += ["--store", str(store_root / SMALL_STORE), "--model", str(model)]
     argv += ["--metrics", str(metrics_path), "--predictions", str(predictions)]
     argv += ["--params", str(params)]
 
@@ -85,7 +85,7 @@ def test_each_head_kind_trains_through_the_stage_with_default_params(
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["accuracy"] <= 1.0
     rows = read_manifest(store_root / "manifest.csv")
-    with FeatureStore(store_root / "store") as store:
+    with FeatureStore(store_root / SMALL_STORE) as store:
         test = load_split(rows, "test", store)
         loaded, sidecar = load_head(model, expected=store.fingerprint)
     assert sidecar.kind == kind and sidecar.classes == sorted({row.label for row in rows})
