@@ -13,6 +13,8 @@ Usage (from the repository root)::
     python -m tests.killpoints extract --refs refs.json --store STORE \
         --kill features.store.shards.publish:before:3:index
     python -m tests.killpoints extract ... --kill features.store.shards.open:after:2:shard
+    python -m tests.killpoints extract --layers fc6,fc7 ... --kill \
+        features.store.writer.StoreWriter.commit:after:3:
     python -m tests.killpoints compact --store STORE --kill ...
 """
 
@@ -153,7 +155,8 @@ def _extract(args: argparse.Namespace) -> None:
 
     refs = [ImageRef(sha, Path(path)) for sha, path in json.loads(args.refs.read_text())]
     config = replace(SMALL_CONFIG, batch_size=args.batch_size, commit_rows=args.commit_rows)
-    report = extract_codes(refs, args.store, config, LIMITS, progress=False)
+    stores = {layer: args.store / layer for layer in args.layers} if args.layers else args.store
+    report = extract_codes(refs, stores, config, LIMITS, progress=False)
     print(report.summary())
 
 
@@ -169,6 +172,9 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("task", choices=("extract", "compact"))
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--refs", type=Path, help="extract: JSON list of [sha256, path]")
+    parser.add_argument(
+        "--layers", type=lambda text: text.split(","), help="extract: fc6,fc7 into STORE/<layer>"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--commit-rows", type=int, default=8)
     parser.add_argument("--target-rows", type=int, default=1024)

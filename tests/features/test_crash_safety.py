@@ -202,10 +202,10 @@ def kill_matrix(request: pytest.FixtureRequest) -> Iterator[list[str]]:
         Path(out).write_text(table + "\n")
 
 
-def _kill_child(store: Path, refs_file: Path, point: KillPoint) -> int:
+def _kill_child(store: Path, refs_file: Path, point: KillPoint, *options: str) -> int:
     """Run extraction in a child killed at ``point``; return its pid."""
     child = subprocess.Popen(
-        child_command("extract", store, "--refs", str(refs_file), kill=point),
+        child_command("extract", store, "--refs", str(refs_file), *options, kill=point),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -294,6 +294,37 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_store(
         f"| {rerun.reused}/{rerun.computed}/{rerun.skipped} | {_recovery(logs)} "
         f"| verifies, {len(hashes)} unique hashes, codes bit-identical |"
     )
+
+
+@pytest.mark.slow
+def test_sigkill_between_two_layers_commits_leaves_both_stores_valid_and_resumable(
+    dataset: Dataset, tmp_path: Path
+):
+    root = tmp_path / "stores"
+    stores = {"fc6": root / "fc6", "fc7": root / "fc7"}
+    # Commits go fc6, fc7, fc6, fc7...: the third is fc6's second, so fc7 is a commit behind.
+    point = KillPoint("features.store.writer.StoreWriter.commit", "after", 3)
+    _kill_child(root, dataset.refs_file, point, "--layers", "fc6,fc7")
+    assert [read_index(stores[layer]).rows for layer in ("fc6", "fc7")] == [16, 8]
+    for store in stores.values():
+        assert verify(store).ok
+
+    rerun = extract_codes(dataset.refs, stores, SMALL_CONFIG, LIMITS, progress=False, log=_quiet)
+    assert rerun.layers_computed == {"fc7": 8, "fc6+fc7": GOOD - 16}
+    assert (rerun.reused, rerun.skipped) == (8, BROKEN)
+    clean_fc7 = tmp_path / "clean_fc7"
+    extract_codes(dataset.refs, {"fc7": clean_fc7}, SMALL_CONFIG, LIMITS, progress=False)
+    with FeatureStore(clean_fc7) as reader:
+        fc7_codes = reader.get(dataset.good)
+    broken = {ref.sha256 for ref in dataset.refs[GOOD:]}
+    for layer, expected in (("fc6", dataset.codes), ("fc7", fc7_codes)):
+        hashes = _stored_hashes(stores[layer])
+        assert len(hashes) == len(set(hashes)) == GOOD, layer
+        with FeatureStore(stores[layer]) as reader:
+            assert reader.get(dataset.good).tobytes() == expected.tobytes(), layer
+            assert set(reader.skipped) == broken
+        final = verify(stores[layer])
+        assert final.ok and not final.notices, (final.problems, final.notices)
 
 
 def _wait_for_commit(store: Path, child: subprocess.Popen, timeout: float = 120.0) -> int:
