@@ -245,3 +245,45 @@ def test_duplicate_keys_are_refused_naming_both_lines(tmp_path, text, expected):
     with pytest.raises(ParamsError) as error:
         load_params(path)
     assert str(error.value) == expected.replace("params.yaml", str(path))
+
+
+def test_feature_sets_default_to_vgg16_fc6_and_name_their_paths():
+    raw = copy.deepcopy(BASE)
+    raw.pop("features")
+    params = validate(raw)
+    assert list(params.features) == ["vgg16_fc6"] and params.feature_set(None) == "vgg16_fc6"
+    assert params.paths.store_for("vgg16_fc6") == Path("store/vgg16_fc6")
+    assert params.paths.model_for("svm", "vgg16_fc7") == Path("models/vgg16_fc7/svm.joblib")
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        (
+            {"v": {"backbone": "vgg16", "layer": "fc8"}},
+            "features.v.layer: got 'fc8'; allowed for vgg16: fc6, fc7, pool5",
+        ),
+        ({"r": {"backbone": "resnet", "layer": "pool"}}, "features.r.backbone: got 'resnet'"),
+        (
+            {"a": {"layer": "fc7"}, "b": {"layer": "fc7"}},
+            "features.b: the same layer as features.a",
+        ),
+        ({"vgg16-fc6": {"layer": "fc6"}}, "features.vgg16-fc6: not a usable name"),
+        ({}, "features: empty"),
+    ],
+)
+def test_bad_feature_sets_are_named(features, expected):
+    assert expected in _problem(_with(features=features))
+
+
+def test_extract_backbone_says_where_it_moved():
+    assert "extract.backbone: moved to features:" in _problem(_with(extract__backbone="resnet50"))
+
+
+def test_several_feature_sets_need_one_named():
+    params = validate(_with(features={"a": {"layer": "fc6"}, "b": {"layer": "fc7"}}))
+    with pytest.raises(ParamsError, match="pick one with --features: a, b"):
+        params.feature_set(None)
+    with pytest.raises(ParamsError, match=r"unknown feature set 'c'; params\.yaml has: a, b"):
+        params.feature_set("c")
+    assert params.feature_set("b") == "b"

@@ -18,6 +18,7 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.svm import SVC
 
 import features.compute.encoder
+from classifiers.persist import HeadError
 from features.data.synthetic import CLASSES, make_image
 from features.errors import UserError
 from pipeline import predict, train
@@ -184,3 +185,20 @@ def test_a_head_with_neither_probabilities_nor_scores_gives_votes():
     head = Head(NearestCentroid(metric="manhattan").fit(codes, labels), fingerprint=None)
     assert head.kind == "votes"
     assert head.values(codes[[0, -1]]).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_features_picks_the_set_a_head_was_trained_on(workspace, tmp_path):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["features"] = {
+        "vgg16_fc6": {"backbone": "vgg16", "layer": "fc6"},
+        "vgg16_fc7": {"backbone": "vgg16", "layer": "fc7"},
+    }
+    both = tmp_path / "params.yaml"
+    both.write_text(yaml.safe_dump(params))
+    stored = sorted((workspace / "images" / "circles").glob("*.jpg"))[0]
+    with pytest.raises(UserError, match="pick one with --features: vgg16_fc6, vgg16_fc7"):
+        predict.predict(HEAD, [str(stored)], both)
+    rows, head = predict.predict(HEAD, [str(stored)], both, features="vgg16_fc6")
+    assert rows[0].codes == "store" and head.fingerprint.layer == "classifier.1"
+    with pytest.raises(HeadError, match=r"no trained head at .*vgg16_fc7"):
+        predict.predict(HEAD, [str(stored)], both, features="vgg16_fc7")
