@@ -72,7 +72,7 @@ def measure(batch: int, px: int, repeats: int) -> dict[str, dict[str, float]]:
     }
 
 
-def _table(results: dict[str, dict[str, float]], batch: int) -> str:
+def forward_table(results: dict[str, dict[str, float]], batch: int) -> str:
     return markdown_table(
         "| layers | median ms | min ms | median ms per image | median / fc6 alone |",
         "|---|---:|---:|---:|---:|",
@@ -98,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     results = measure(args.batch_size, args.px, args.repeats)
-    table = _table(results, args.batch_size)
+    table = forward_table(results, args.batch_size)
     print(table)
     worst = max(r["ratio_to_fc6"] for r in results.values())
     write_json(
