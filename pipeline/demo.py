@@ -2,7 +2,8 @@
 
 Builds a workspace (a copy of this project in its own git + DVC repo), generates a small
 dataset there, tracks it with ``dvc add``, and runs ``dvc repro``. Everything stays in
-place afterwards for a look: the store, three fitted heads, the comparison and plots.
+place afterwards for a look: two feature sets' stores (fc6 and fc7), three heads fitted
+on each, the head x feature set comparison and plots.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ OVERRIDES = {
         "commit_seconds": 5,
         "preprocessing": {"resize": 64, "crop": 64},  # small input: seconds, not minutes
     },
+    "features": {  # two layers from one forward pass: every head on each
+        "vgg16_fc6": {"backbone": "vgg16", "layer": "fc6"},
+        "vgg16_fc7": {"backbone": "vgg16", "layer": "fc7"},
+    },
 }
 
 
@@ -44,7 +49,10 @@ def main(argv: Sequence[str]) -> None:
         print(f"demo: workspace {workspace} with {args.per_class} images per class")
     subprocess.run(["dvc", "repro"], cwd=workspace, env=workspace_env(), check=True)
     subprocess.run(["dvc", "metrics", "show"], cwd=workspace, env=workspace_env(), check=True)
-    print(f"demo: artifacts in {workspace}: store/, models/, reports/compare.md, reports/plots/")
+    print(
+        f"demo: artifacts in {workspace}: store/<feature set>/, models/<feature set>/, "
+        f"reports/compare.md, reports/plots/"
+    )
 
 
 if __name__ == "__main__":

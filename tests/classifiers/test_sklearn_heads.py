@@ -22,7 +22,7 @@ from features.data.manifest import read_manifest
 from features.store import FeatureStore
 from pipeline import train
 from pipeline.params import ParamsError, validate
-from tests.conftest import TEST_PARAMS
+from tests.conftest import SMALL_STORE, TEST_PARAMS
 from tests.pipeline import test_train_stage as stage
 
 store_root = stage.store_root  # the stage tests' tiny store, as a fixture of this module
@@ -42,7 +42,7 @@ def _train(root: Path, tmp_path: Path, name: str, head: dict[str, Any]) -> tuple
     params.write_text(yaml.safe_dump(stage._params(root, {name: head})))
     model, metrics = tmp_path / f"{name}.joblib", tmp_path / f"{name}.metrics.json"
     predictions = tmp_path / f"{name}.predictions.csv"
-    argv = [name, "--manifest", str(root / "manifest.csv"), "--store", str(root / "store")]
+    argv = [name, "--manifest", str(root / "manifest.csv"), "--store", str(root / SMALL_STORE)]
     argv += ["--model", str(model), "--metrics", str(metrics)]
     argv += ["--predictions", str(predictions), "--params", str(params)]
     train.main(argv)
@@ -67,7 +67,7 @@ def test_an_sklearn_head_trains_through_the_stage_and_reloads(
     assert metrics["params"]["estimator"] == estimator
     assert metrics["params"]["params"].items() >= params.items()
     rows = read_manifest(store_root / "manifest.csv")
-    with FeatureStore(store_root / "store") as store:
+    with FeatureStore(store_root / SMALL_STORE) as store:
         test = load_split(rows, "test", store)
         loaded, sidecar = load_head(model, expected=store.fingerprint)
     clf = loaded.named_steps["clf"]

@@ -54,7 +54,7 @@ def test_killed_dvc_repro_resumes_from_committed_shards(tmp_path):
     make_dataset(workspace / DATA, per_class=IMAGES // 4)
     run_in(workspace, "dvc", "add", "-q", DATA)
     run_in(workspace, "git", "commit", "-q", "-m", "dataset")
-    store = workspace / "store"
+    store = workspace / "store" / "vgg16_fc6"
 
     log = tmp_path / "repro.log"
     with open(log, "w") as output:

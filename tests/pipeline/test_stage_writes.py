@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 DATA = SHAPES
 OVERRIDES = {**SHAPES_OVERRIDES, "heads": {"logreg": {}}}
-STAGES = ("prepare", "extract", "train@logreg", "compare")
+STAGES = ("prepare", "extract", "train@logreg-vgg16_fc6", "compare")
 OUTPUT_DIRS = ("data", "reports", "models", "metrics", "plots")
 PNG_END = b"IEND\xaeB`\x82"
 

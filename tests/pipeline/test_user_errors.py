@@ -152,7 +152,7 @@ def test_extract_into_a_store_with_another_fingerprint(workspace):
     args += ("--report", "extract.json", "--no-progress")
     _assert_user_error(
         _stage(workspace, "extract", *args),
-        "store store: its codes were computed differently and are never mixed",
+        "store store/vgg16_fc6: its codes were computed differently and are never mixed",
         f"weights: the store holds 'random:{SMALL_CONFIG.seed}', this run computes 'random:",
         "Point extract at a new store path",
     )
@@ -232,7 +232,7 @@ def test_train_an_unknown_head(workspace):
 
 def test_predict_with_a_head_that_was_never_trained(workspace):
     result = _stage(workspace, "predict", "--head", "forest", "images/dogs/0.jpg")
-    _assert_user_error(result, "no trained head at models/forest.joblib")
+    _assert_user_error(result, "no trained head at models/vgg16_fc6/forest.joblib")
 
 
 @pytest.mark.parametrize(
