@@ -27,7 +27,7 @@ from features.errors import UserError
 from pipeline.cli import ArgumentParser, run
 from pipeline.schema import parse
 
-__all__ = ["HeadEntry", "Params", "ParamsError", "load_params"]
+__all__ = ["FinetuneParams", "HeadEntry", "Params", "ParamsError", "load_params"]
 
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -57,6 +57,29 @@ class EvaluationParams:
 
 
 @dataclass(frozen=True)
+class FinetuneParams:
+    """One ``finetune@<name>`` stage: train the backbone itself from the images.
+
+    Layers from ``unfreeze_from`` (a graph node of the backbone, e.g. ``classifier.0``; or
+    ``features.0``: everything) on are trained with a new output layer; the rest stay
+    frozen. Weights, preprocessing and device come from ``extract:``.
+    """
+
+    backbone: str = field(default="vgg16", metadata={"choices": tuple(BACKBONES)})
+    unfreeze_from: str = "classifier.0"
+    epochs: int = field(default=10, metadata={"min": 1})
+    patience: int = field(default=3, metadata={"min": 1})  # epochs without val improvement
+    lr: float = field(default=1e-3, metadata={"min_exclusive": 0})
+    momentum: float = field(default=0.9, metadata={"min": 0, "max": 1})
+    weight_decay: float = field(default=5e-4, metadata={"min": 0})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    val_fraction: float = field(default=0.1, metadata={"min_exclusive": 0, "max": 0.5})
+    max_images: int | None = field(default=None, metadata={"min": 1})  # a subset of train
+    checkpoint_seconds: float = field(default=180.0, metadata={"min_exclusive": 0})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+
+
+@dataclass(frozen=True)
 class DownloadParams:
     url: str
     sha256: str  # of the archive; the download is refused on mismatch
@@ -80,6 +103,8 @@ class Paths:
     compare_report: str
     plots: str
     tradeoff: str
+    checkpoints: str
+    curves: str
 
     def store_for(self, feature_set: str) -> Path:
         """One feature set's store: ``<store>/<feature set>``."""
@@ -114,6 +139,7 @@ class Params:
     heads: dict[str, HeadEntry]
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
     features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
+    finetune: dict[str, FinetuneParams] = field(default_factory=dict)
 
     def feature_set(self, name: str | None) -> str:
         """``name`` checked against ``features:``; None picks the only one there is."""
@@ -141,6 +167,7 @@ class _Sections:
     heads: dict[str, Any] = field(default_factory=dict)
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
     features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
+    finetune: dict[str, FinetuneParams] = field(default_factory=dict)
 
 
 _CandidateCheck = Callable[[str, Any], None]
@@ -312,6 +339,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         heads,
         sections.evaluation,
         sections.features,
+        sections.finetune,
     )
 
 
