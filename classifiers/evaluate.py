@@ -23,7 +23,7 @@ from classifiers.stats import (
     json_safe,
 )
 
-__all__ = ["evaluate", "per_class_scores", "predict_ms_per_1000"]
+__all__ = ["evaluate", "per_class_scores", "predict_ms_per_1000", "score"]
 
 
 def predict_ms_per_1000(model: Pipeline, X: np.ndarray, repeats: int = 3) -> float:
@@ -54,14 +54,24 @@ def per_class_scores(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -
 def evaluate(
     model: Pipeline, X: np.ndarray, y: np.ndarray, classes: list[str]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics on (``X``, ``y``) and the predictions they were computed from.
+    """Metrics on (``X``, ``y``) (:func:`score`, the latency, the count) and the
+    predictions they were computed from."""
+    predicted = model.predict(X)
+    metrics = score(y, predicted, classes)
+    metrics["predict_ms_per_1000"] = predict_ms_per_1000(model, X)
+    metrics["n"] = len(y)
+    return metrics, predicted
+
+
+def score(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The figures that depend on the labels alone, for any model: a scikit-learn head,
+    or a fine-tuned network that predicts from images.
 
     Macro-F1 averages over the classes present in ``y`` or predicted (as the bootstrap
     does), so a class the split lacks does not count as a zero.
     """
-    predicted = model.predict(X)
     intervals = bootstrap_intervals(y, predicted)
-    metrics = {
+    return {
         "accuracy": float(accuracy_score(y, predicted)),
         "accuracy_ci": intervals["accuracy"],
         "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
@@ -77,7 +87,4 @@ def evaluate(
             "labels": classes,
             "matrix": confusion_matrix(y, predicted, labels=classes).tolist(),
         },
-        "predict_ms_per_1000": predict_ms_per_1000(model, X),
-        "n": len(y),
     }
-    return metrics, predicted

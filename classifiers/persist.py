@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import joblib
 import sklearn
@@ -27,7 +27,17 @@ from features.errors import UserError
 from features.files import atomic_path, file_sha256, write_text
 from features.store.fingerprint import Fingerprint
 
-__all__ = ["HeadError", "HeadSidecar", "load_head", "save_head", "sidecar_path"]
+__all__ = [
+    "HeadError",
+    "HeadSidecar",
+    "load_head",
+    "read_sidecar",
+    "save_head",
+    "sidecar_path",
+    "verified_bytes",
+]
+
+_Sidecar = TypeVar("_Sidecar")
 
 
 class HeadError(UserError):
@@ -79,26 +89,40 @@ def save_head(
     return sidecar
 
 
-def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline, HeadSidecar]:
-    """Verify the sidecar's checksum (and fingerprint), then unpickle."""
-    path = Path(path)
+def read_sidecar(path: Path, cls: type[_Sidecar]) -> _Sidecar:
+    """The sidecar next to the model file ``path``, as ``cls``; both files must exist."""
     meta = sidecar_path(path)
-    if not path.is_file() or not meta.is_file():
+    if not Path(path).is_file() or not meta.is_file():
         raise HeadError(
             f"no trained head at {path} (with sidecar {meta.name}); run "
             f"`dvc repro` or check the head name"
         )
     try:
-        sidecar = HeadSidecar(**json.loads(meta.read_text()))
+        return cls(**json.loads(meta.read_text()))
     except (json.JSONDecodeError, TypeError) as error:
         raise HeadError(f"sidecar {meta} is unreadable: {error}") from error
-    data = path.read_bytes()  # checked and unpickled from the same bytes: no swap in between
+
+
+def verified_bytes(path: Path, sha256: str) -> bytes:
+    """The bytes of ``path``, refused unless they hash to ``sha256``.
+
+    The caller deserialises these very bytes, never the file again: no swap in between.
+    """
+    data = Path(path).read_bytes()
     actual = hashlib.sha256(data).hexdigest()
-    if actual != sidecar.sha256:
+    if actual != sha256:
         raise HeadError(
             f"refused to load {path}: its SHA-256 {actual[:16]}... does not match the sidecar "
-            f"({sidecar.sha256[:16]}...). The file changed after training; retrain it."
+            f"({sha256[:16]}...). The file changed after training; retrain it."
         )
+    return data
+
+
+def load_head(path: Path, expected: Fingerprint | None = None) -> tuple[Pipeline, HeadSidecar]:
+    """Verify the sidecar's checksum (and fingerprint), then unpickle."""
+    path = Path(path)
+    sidecar = read_sidecar(path, HeadSidecar)
+    data = verified_bytes(path, sidecar.sha256)
     if expected is not None:
         Fingerprint.from_json(sidecar.fingerprint).require_same(
             expected,

@@ -16,6 +16,8 @@ Usage (from the repository root)::
     python -m tests.killpoints extract --layers fc6,fc7 ... --kill \
         features.store.writer.StoreWriter.commit:after:3:
     python -m tests.killpoints compact --store STORE --kill ...
+    python -m tests.killpoints finetune --store CHECKPOINTS --images IMAGES --kill \
+        classifiers.finetune.train.save_checkpoint:after:4:
 """
 
 from __future__ import annotations
@@ -167,9 +169,19 @@ def _compact(args: argparse.Namespace) -> None:
     print(f"compact: {before} shards -> {after}")
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    """The tiny fine-tuning run of tests/classifiers/finetune_setup.py, checkpointing
+    into STORE."""
+    from classifiers.finetune.train import finetune
+    from tests.classifiers.finetune_setup import tiny_job, tiny_net
+
+    job = tiny_job(args.images, args.store, args.checkpoint_seconds)
+    finetune(tiny_net(), job, progress=False)
+
+
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("task", choices=("extract", "compact"))
+    parser.add_argument("task", choices=("extract", "compact", "finetune"))
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--refs", type=Path, help="extract: JSON list of [sha256, path]")
     parser.add_argument(
@@ -178,12 +190,14 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--commit-rows", type=int, default=8)
     parser.add_argument("--target-rows", type=int, default=1024)
+    parser.add_argument("--images", type=Path, help="finetune: the tiny run's image folder")
+    parser.add_argument("--checkpoint-seconds", type=float, default=1e-9)
     parser.add_argument("--kill", type=KillPoint.parse, help="target:when:call:match")
     parser.add_argument("--signal", choices=("KILL", "STOP"), default="KILL")
     args = parser.parse_args(argv)
     if args.kill is not None:
         arm(args.kill, signal.Signals[f"SIG{args.signal}"])
-    {"extract": _extract, "compact": _compact}[args.task](args)
+    {"extract": _extract, "compact": _compact, "finetune": _finetune}[args.task](args)
 
 
 if __name__ == "__main__":
