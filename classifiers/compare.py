@@ -52,10 +52,12 @@ Predictions = dict[str, tuple[str, str]]  # image sha256 -> (actual, predicted)
 
 @dataclass(frozen=True)
 class Entry:
-    """One head trained on one feature set: what a ``train@<head>-<feature set>`` stage makes."""
+    """One head trained on one feature set: what a ``train@<head>-<feature set>`` stage makes
+    (``train_block@`` for a head on maps, ``finetune@<head>`` for a fine-tuned network)."""
 
     head: str
     features: str
+    stage_kind: str = "train"  # train | train_block | finetune
 
     @property
     def name(self) -> str:
@@ -64,7 +66,9 @@ class Entry:
 
     @property
     def stage(self) -> str:
-        return f"train@{self.name}"
+        if self.stage_kind == "finetune":
+            return f"finetune@{self.head}"
+        return f"{self.stage_kind}@{self.name}"
 
 
 Metrics = dict[Entry, dict[str, Any]]

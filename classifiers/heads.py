@@ -24,8 +24,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from classifiers.block import ClassifierBlockClassifier
+
 __all__ = [
     "HEADS",
+    "BlockParams",
     "EstimatorError",
     "HeadParams",
     "HeadSpec",
@@ -97,6 +100,22 @@ class SGDParams(HeadParams):
 
 _SHARED = frozenset(f.name for f in fields(HeadParams))
 _SKLEARN_PATH = re.compile(r"sklearn(\.[A-Za-z_]\w*)+")
+
+
+@dataclass(frozen=True)
+class BlockParams(HeadParams):
+    """VGG16's classifier block retrained on stored pool5 maps (``classifiers/block.py``)."""
+
+    preprocess: str = field(default="none", metadata={"choices": PREPROCESSORS})
+    epochs: int = field(default=20, metadata={"min": 1})
+    patience: int = field(default=3, metadata={"min": 1})  # epochs without a better val score
+    lr: float = field(default=1e-4, metadata={"min_exclusive": 0})
+    weight_decay: float = field(default=5e-4, metadata={"min": 0})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    dropout: float = field(default=0.5, metadata={"min": 0, "max": 0.9})
+    device: str = "auto"  # auto: CUDA when present
+    # Without a val/ folder, this fraction of train, carved by content hash, early-stops.
+    val_fraction: float = field(default=0.1, metadata={"min_exclusive": 0, "max": 0.5})
 
 
 @dataclass(frozen=True, init=False)
@@ -264,6 +283,12 @@ def make_sklearn(params: SklearnParams) -> Pipeline:
     return _pipeline(params, make_estimator(params))
 
 
+def make_block(params: BlockParams) -> Pipeline:
+    names = ("epochs", "patience", "lr", "weight_decay", "batch_size", "dropout", "device", "seed")
+    block = ClassifierBlockClassifier(**{name: getattr(params, name) for name in names})
+    return _pipeline(params, block)
+
+
 @dataclass(frozen=True)
 class HeadSpec:
     """A factory and the dataclass its params are validated against."""
@@ -271,6 +296,7 @@ class HeadSpec:
     params: type[HeadParams]
     build: Callable[[Any], Pipeline]
     streaming: bool = False  # fitted chunk by chunk with partial_fit
+    on_maps: bool = False  # trains on a map set (maps:, block_heads:), not on codes
 
 
 HEADS: dict[str, HeadSpec] = {
@@ -279,6 +305,7 @@ HEADS: dict[str, HeadSpec] = {
     "mlp": HeadSpec(MLPParams, make_mlp),
     "sgd": HeadSpec(SGDParams, make_sgd, streaming=True),
     "sklearn": HeadSpec(SklearnParams, make_sklearn),
+    "classifier_block": HeadSpec(BlockParams, make_block, on_maps=True),
 }
 
 

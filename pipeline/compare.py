@@ -23,10 +23,18 @@ from features.files import write_json
 from pipeline.cli import ArgumentParser, run
 from pipeline.params import Params, Paths, load_params
 
+FINETUNED = "finetune"  # the "feature set" of a finetune@<name> model: its own network
+
 
 def entries(params: Params) -> list[Entry]:
-    """One entry per train stage: feature sets in params.yaml's order, heads by name."""
-    return [Entry(head, features) for features in params.features for head in sorted(params.heads)]
+    """One entry per training stage, in params.yaml's order of sets, heads by name: frozen
+    heads on codes, classifier-block heads on maps, then fine-tuned networks."""
+    frozen = [Entry(head, s) for s in params.features for head in sorted(params.heads)]
+    blocks = [
+        Entry(head, s, "train_block") for s in params.maps for head in sorted(params.block_heads)
+    ]
+    finetuned = [Entry(name, FINETUNED, "finetune") for name in sorted(params.finetune)]
+    return frozen + blocks + finetuned
 
 
 def main(argv: Sequence[str]) -> None:

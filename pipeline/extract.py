@@ -40,12 +40,12 @@ def main(argv: Sequence[str]) -> None:
     reports = extract_feature_sets(
         refs,
         args.store,
-        params.features,
+        params.stored_sets,
         params.extract,
         params.data.limits,
         progress=not args.no_progress,
     )
-    write_json(args.report, _summary(reports, params.features))
+    write_json(args.report, _summary(reports, params.stored_sets))
     for report in reports.values():
         print(report.summary())
 

@@ -140,20 +140,34 @@ class Params:
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
     features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
     finetune: dict[str, FinetuneParams] = field(default_factory=dict)
+    maps: dict[str, FeatureSet] = field(default_factory=dict)
+    block_heads: dict[str, HeadEntry] = field(default_factory=dict)
+
+    @property
+    def stored_sets(self) -> dict[str, FeatureSet]:
+        """Every set ``extract`` fills: the code sets, then the map sets."""
+        return {**self.features, **self.maps}
+
+    def head(self, name: str) -> HeadEntry:
+        """A head of ``heads:`` or ``block_heads:``, by name."""
+        entries = {**self.heads, **self.block_heads}
+        if name not in entries:
+            raise ParamsError(
+                f"head {name!r} is not configured; params.yaml heads: {', '.join(sorted(entries))}"
+            )
+        return entries[name]
 
     def feature_set(self, name: str | None) -> str:
-        """``name`` checked against ``features:``; None picks the only one there is."""
-        if name is None and len(self.features) == 1:
-            return next(iter(self.features))
+        """``name`` checked against ``features:`` and ``maps:``; None picks the only one."""
+        sets = self.stored_sets
+        if name is None and len(sets) == 1:
+            return next(iter(sets))
         if name is None:
             raise ParamsError(
-                f"several feature sets in params.yaml; pick one with --features: "
-                f"{', '.join(self.features)}"
+                f"several feature sets in params.yaml; pick one with --features: {', '.join(sets)}"
             )
-        if name not in self.features:
-            raise ParamsError(
-                f"unknown feature set {name!r}; params.yaml has: {', '.join(self.features)}"
-            )
+        if name not in sets:
+            raise ParamsError(f"unknown feature set {name!r}; params.yaml has: {', '.join(sets)}")
         return name
 
 
@@ -168,6 +182,8 @@ class _Sections:
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
     features: dict[str, FeatureSet] = field(default_factory=lambda: dict(DEFAULT_FEATURE_SETS))
     finetune: dict[str, FinetuneParams] = field(default_factory=dict)
+    maps: dict[str, FeatureSet] = field(default_factory=dict)
+    block_heads: dict[str, Any] = field(default_factory=dict)
 
 
 _CandidateCheck = Callable[[str, Any], None]
@@ -229,12 +245,19 @@ def _check_grid(
                 check(key, candidate)
 
 
-def _parse_head(name: str, raw: Any, problems: list[str]) -> HeadEntry | None:
-    where = f"heads.{name}"
+def _parse_head(
+    name: str, raw: Any, problems: list[str], section: str = "heads"
+) -> HeadEntry | None:
+    where = f"{section}.{name}"
     if not isinstance(raw, dict):
         problems.append(f"{where}: got {raw!r}; allowed: a mapping of head options")
         return None
-    kind = raw.get("kind") or name
+    on_maps = section == "block_heads"
+    kind = raw.get("kind") or ("classifier_block" if on_maps else name)
+    if kind in HEADS and HEADS[kind].on_maps != on_maps:
+        home = "block_heads: (trained on maps:)" if HEADS[kind].on_maps else "heads:"
+        problems.append(f"{where}.kind: {kind} heads belong under {home}")
+        return None
     if kind not in HEADS:
         problems.append(
             f"{where}.kind: got {kind!r}; allowed: one of {', '.join(sorted(HEADS))} "
@@ -271,6 +294,21 @@ def _check_device(value: str, problems: list[str]) -> None:
 def _check_sha256(key: str, value: str | None, problems: list[str]) -> None:
     if value is not None and (len(value) != 64 or not set(value.lower()) <= _SHA256_HEX):
         problems.append(f"{key}: got {value!r}; allowed: 64 hexadecimal digits")
+
+
+def _check_maps(
+    sets: dict[str, FeatureSet], maps: dict[str, FeatureSet], problems: list[str]
+) -> None:
+    """Map sets hold maps, code sets codes, and no name is both."""
+    for section, entries, want_map in (("features", sets, False), ("maps", maps, True)):
+        for name, entry in entries.items():
+            layer = BACKBONES[entry.backbone].layers
+            found = next((item for item in layer if item.name == entry.layer), None)
+            if found is not None and found.is_map != want_map:
+                home = "maps: (for block_heads:)" if found.is_map else "features:"
+                problems.append(f"{section}.{name}: {entry.layer} belongs under {home}")
+    for name in sets.keys() & maps.keys():
+        problems.append(f"maps.{name}: also a name under features:; names must differ")
 
 
 def _check_feature_sets(raw: dict, sets: dict[str, FeatureSet], problems: list[str]) -> None:
@@ -311,12 +349,18 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         entry = _parse_head(str(name), head, problems)
         if entry is not None:
             heads[str(name)] = entry
+    block_heads: dict[str, HeadEntry] = {}
+    for name, head in (raw.get("block_heads") or {}).items():
+        entry = _parse_head(str(name), head, problems, "block_heads")
+        if entry is not None:
+            block_heads[str(name)] = entry
     if sections is not None:
         for name, download in sections.downloads.items():
             _check_sha256(f"downloads.{name}.sha256", download.sha256, problems)
         _check_sha256("extract.weights_sha256", sections.extract.weights_sha256, problems)
         _check_device(sections.extract.device, problems)
-        _check_feature_sets(raw, sections.features, problems)
+        _check_feature_sets(raw, {**sections.features, **sections.maps}, problems)
+        _check_maps(sections.features, sections.maps, problems)
         preprocessing = sections.extract.preprocessing
         if preprocessing.crop > preprocessing.resize:
             problems.append(
@@ -340,6 +384,8 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         sections.evaluation,
         sections.features,
         sections.finetune,
+        sections.maps,
+        block_heads,
     )
 
 

@@ -7,11 +7,14 @@ The evaluated split is test when the dataset has one, else val, and the metrics 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from classifiers.block import block_init
+from classifiers.block_fit import fit_block_on_store
 from classifiers.data import (
     SplitPlan,
     class_names,
@@ -30,7 +33,7 @@ from features.errors import UserError
 from features.files import atomic_open, write_json
 from features.store import FeatureStore
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import HeadEntry, load_params
+from pipeline.params import HeadEntry, Params, load_params
 
 
 def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None:
@@ -41,14 +44,52 @@ def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None
         writer.writerows(zip(hashes, actual, predicted, strict=True))
 
 
+def _write_curves(path: Path, curves: list[dict[str, float]]) -> None:
+    """Per-epoch losses and val accuracy, for ``dvc plots``."""
+    with atomic_open(path, newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(curves[0]))
+        writer.writeheader()
+        writer.writerows(curves)
+
+
+def _fc6_store(params: Params, backbone: str) -> Path | None:
+    """The same backbone's fc6 store, when one is configured and built: the alignment check
+    of a classifier-block head reads it."""
+    for name, feature_set in params.features.items():
+        path = params.paths.store_for(name)
+        if (feature_set.backbone, feature_set.layer) == (backbone, "fc6") and path.is_dir():
+            return path
+    return None
+
+
+def _fit_block(
+    entry: HeadEntry, rows: list[ManifestRow], store: FeatureStore, plan: SplitPlan, params: Params
+) -> tuple[FitResult, int]:
+    """A classifier-block head, started from the weights that produced the store's maps."""
+    config, fingerprint = params.extract, store.fingerprint
+    init = block_init(fingerprint.backbone, config.weights, config.seed, config.weights_sha256)
+    if init.weights != fingerprint.weights:
+        raise UserError(
+            f"the maps in {store.root} come from weights {fingerprint.weights}, but extract: "
+            f"now names {init.weights}; set extract back, or rerun extract into a new store"
+        )
+    fc6 = _fc6_store(params, fingerprint.backbone)
+    with contextlib.ExitStack() as stack:
+        fc6_store = stack.enter_context(FeatureStore(fc6)) if fc6 is not None else None
+        return fit_block_on_store(entry.params, rows, store, plan, init, fc6_store)
+
+
 def _fit(
     entry: HeadEntry,
     rows: list[ManifestRow],
     classes: list[str],
     store: FeatureStore,
     plan: SplitPlan,
+    params: Params,
 ) -> tuple[FitResult, int]:
     """The fitted head and its number of train images; val is passed only to choose with."""
+    if HEADS[entry.kind].on_maps:
+        return _fit_block(entry, rows, store, plan, params)
     if HEADS[entry.kind].streaming:
         n_train = sum(row.split == "train" for row in rows)
         result = fit_streaming(
@@ -89,15 +130,11 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--model", type=Path, required=True, help="joblib output")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--curves", type=Path, help="per-epoch curves CSV (block heads)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    if args.head not in params.heads:
-        raise UserError(
-            f"head {args.head!r} is not configured; params.yaml heads: "
-            f"{', '.join(sorted(params.heads))}"
-        )
-    entry = params.heads[args.head]
+    entry = params.head(args.head)
     features = params.feature_set(args.features)
     rows = read_manifest(args.manifest)
     classes = class_names(rows)
@@ -109,7 +146,7 @@ def main(argv: Sequence[str]) -> None:
         fingerprint = store.fingerprint
         if fingerprint.is_random:
             print(random_weights_banner(fingerprint.weights))
-        result, n_train = _fit(entry, rows, classes, store, plan)
+        result, n_train = _fit(entry, rows, classes, store, plan, params)
         held_out = load_split(rows, plan.evaluate, store)
         metrics, predicted = evaluate(result.model, held_out.X, held_out.y, classes)
         val = None
@@ -143,6 +180,11 @@ def main(argv: Sequence[str]) -> None:
     )
     if val is not None:
         metrics["val"] = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    curves = getattr(result.model.named_steps["clf"], "curves_", None)
+    if curves:
+        metrics["best_epoch"] = result.model.named_steps["clf"].best_epoch_
+        if args.curves:
+            _write_curves(args.curves, curves)
     write_json(args.metrics, metrics)
     _write_predictions(args.predictions, held_out.hashes, held_out.y, predicted)
     label = (

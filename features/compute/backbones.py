@@ -25,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "Layer",
     "LayersExtractor",
+    "build_backbone",
     "build_extractor",
     "build_layers_extractor",
     "get_backbone",
@@ -57,6 +58,7 @@ class Layer:
     node: str  # graph node whose output is taken, see get_graph_node_names
     dim: int  # code width, after the reduction
     reduction: str | None = None  # a REDUCTIONS key; None: the node's output is (B, dim)
+    is_map: bool = False  # a spatial map for heads that retrain layers, not a code
 
     @property
     def identity(self) -> str:
@@ -116,6 +118,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             Layer("fc7", "classifier.4", 4096),
             # The last max-pool's (B, 512, 7, 7) map averaged to 512-d, never 25,088-d.
             Layer("pool5", "features.30", 512, reduction="global_mean_hw"),
+            # The whole map as the classifier block reads it (after the 7x7 adaptive pool,
+            # which is the identity at 224 px): for heads that retrain fc6 and fc7.
+            Layer("pool5_map", "flatten", 25088, is_map=True),
         ),
         default_layer="fc6",
         imagenet=Checkpoint(
@@ -148,20 +153,24 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
-def _truncated(
-    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int, nodes: dict[str, str]
+def build_backbone(
+    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int
 ) -> nn.Module:
-    """The backbone in eval mode returning ``{name: output}`` for ``nodes`` (node -> name).
-
-    With no ``state_dict`` the weights are torchvision's random initialisation under
-    ``seed``, identical on every machine for the same torch version.
-    """
+    """The whole network in eval mode, with ``state_dict`` or, without one, torchvision's
+    random initialisation under ``seed``, identical on every machine for one torch version."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = spec.constructor(weights=None)
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
-    model.eval()
+    return model.eval()
+
+
+def _truncated(
+    spec: BackboneSpec, state_dict: dict[str, torch.Tensor] | None, seed: int, nodes: dict[str, str]
+) -> nn.Module:
+    """The backbone in eval mode returning ``{name: output}`` for ``nodes`` (node -> name)."""
+    model = build_backbone(spec, state_dict, seed)
     _, eval_nodes = get_graph_node_names(model)
     for node in nodes:
         if node not in eval_nodes:

@@ -32,17 +32,19 @@ def batch() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def vgg16_layers(vgg16: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-    extractor = build_layers_extractor(VGG16, ["fc6", "fc7", "pool5"], vgg16.state_dict(), 9)
+    names = ["fc6", "fc7", "pool5", "pool5_map"]
+    extractor = build_layers_extractor(VGG16, names, vgg16.state_dict(), 9)
     with torch.inference_mode():
         return extractor(batch)
 
 
 def _plain_vgg16(model: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The three layers by hand from torchvision's modules."""
+    """The four layers by hand from torchvision's modules."""
     maps = model.features(batch)
-    fc6 = model.classifier[1](model.classifier[0](torch.flatten(model.avgpool(maps), 1)))
+    flat = torch.flatten(model.avgpool(maps), 1)
+    fc6 = model.classifier[1](model.classifier[0](flat.clone()))
     fc7 = model.classifier[4](model.classifier[3](fc6))  # classifier[2] is eval-mode dropout
-    return {"fc6": fc6, "fc7": fc7, "pool5": maps.mean((2, 3))}
+    return {"fc6": fc6, "fc7": fc7, "pool5": maps.mean((2, 3)), "pool5_map": flat}
 
 
 def test_registry_lists_layers_and_keeps_the_default_layer():
@@ -50,6 +52,7 @@ def test_registry_lists_layers_and_keeps_the_default_layer():
         ("fc6", "classifier.1", 4096),
         ("fc7", "classifier.4", 4096),
         ("pool5", "features.30", 512),
+        ("pool5_map", "flatten", 25088),
     ]
     assert VGG16.layer("pool5").reduction == "global_mean_hw"
     assert BACKBONES["resnet50"].layer_names == ("pool",)
@@ -105,5 +108,5 @@ def test_resnet50_pool_matches_the_model_without_its_classifier(batch):
 
 @pytest.mark.parametrize("names", [["fc6", "fc8"], []])
 def test_unknown_or_no_layer_names_the_available_ones(names):
-    with pytest.raises(UserError, match="available: fc6, fc7, pool5"):
+    with pytest.raises(UserError, match="available: fc6, fc7, pool5, pool5_map"):
         build_layers_extractor(VGG16, names, None, 0)
