@@ -8,8 +8,7 @@ anything.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,15 @@ import torch
 import yaml
 
 from classifiers.data import EVALUATE_ON
-from classifiers.heads import HEADS, EstimatorError, HeadParams, SklearnParams, make_estimator
 from features.compute.backbones import BACKBONES
 from features.compute.config import ExtractConfig
 from features.compute.feature_sets import DEFAULT_FEATURE_SETS, NAME_PATTERN, FeatureSet
 from features.data.images import ImageLimits
 from features.errors import UserError
 from pipeline.cli import ArgumentParser, run
+from pipeline.head_params import HeadEntry, parse_head
 from pipeline.schema import parse
+from pipeline.yaml_loader import DuplicateKeyError, read_yaml
 
 __all__ = ["FinetuneParams", "HeadEntry", "Params", "ParamsError", "load_params"]
 
@@ -121,15 +121,6 @@ class Paths:
 
 
 @dataclass(frozen=True)
-class HeadEntry:
-    """One configured head: its name, the factory it uses and its validated params."""
-
-    name: str
-    kind: str
-    params: HeadParams
-
-
-@dataclass(frozen=True)
 class Params:
     paths: Paths
     data: DataParams
@@ -184,100 +175,6 @@ class _Sections:
     finetune: dict[str, FinetuneParams] = field(default_factory=dict)
     maps: dict[str, FeatureSet] = field(default_factory=dict)
     block_heads: dict[str, Any] = field(default_factory=dict)
-
-
-_CandidateCheck = Callable[[str, Any], None]
-
-
-def _builtin_grid(
-    cls: type[HeadParams], raw: dict, where: str, problems: list[str]
-) -> tuple[set[str], _CandidateCheck]:
-    """A built-in head's grid names its own params dataclass fields, checked by the schema."""
-    tunable = {f.name for f in dataclasses.fields(cls)} - {
-        f.name for f in dataclasses.fields(HeadParams)
-    }
-    base = {k: v for k, v in raw.items() if k != "grid"}
-    return tunable, lambda key, candidate: parse(
-        cls, {**base, key: candidate}, f"{where}.grid", problems
-    )
-
-
-def _sklearn_grid(
-    params: SklearnParams, where: str, problems: list[str]
-) -> tuple[set[str], _CandidateCheck] | None:
-    """An sklearn head's grid names the estimator's params, each candidate checked by it;
-    None (after reporting why) when the estimator or its params are unusable."""
-    try:
-        tunable = set(make_estimator(params).get_params())
-    except EstimatorError as error:
-        problems.append(f"{where}.{error.key}: {error}")
-        return None
-
-    def check(key: str, candidate: Any) -> None:
-        try:
-            make_estimator(dataclasses.replace(params, grid=None, **{key: candidate}))
-        except EstimatorError as error:
-            problems.append(f"{where}.grid.{key}: {error}")
-
-    return tunable, check
-
-
-def _check_grid(
-    where: str,
-    owner: str,
-    grid: dict,
-    tunable: set[str],
-    check: _CandidateCheck,
-    problems: list[str],
-) -> None:
-    for key, candidates in grid.items():
-        if key not in tunable:
-            problems.append(
-                f"{where}.grid.{key}: not a {owner} option; allowed: {', '.join(sorted(tunable))}"
-            )
-        elif not isinstance(candidates, list) or not candidates:
-            problems.append(
-                f"{where}.grid.{key}: got {candidates!r}; allowed: a "
-                f"non-empty list of candidate values"
-            )
-        else:
-            for candidate in candidates:
-                check(key, candidate)
-
-
-def _parse_head(
-    name: str, raw: Any, problems: list[str], section: str = "heads"
-) -> HeadEntry | None:
-    where = f"{section}.{name}"
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: got {raw!r}; allowed: a mapping of head options")
-        return None
-    on_maps = section == "block_heads"
-    kind = raw.get("kind") or ("classifier_block" if on_maps else name)
-    if kind in HEADS and HEADS[kind].on_maps != on_maps:
-        home = "block_heads: (trained on maps:)" if HEADS[kind].on_maps else "heads:"
-        problems.append(f"{where}.kind: {kind} heads belong under {home}")
-        return None
-    if kind not in HEADS:
-        problems.append(
-            f"{where}.kind: got {kind!r}; allowed: one of {', '.join(sorted(HEADS))} "
-            f"(kind: sklearn takes any scikit-learn classifier; or add a factory to "
-            f"classifiers/heads.py)"
-        )
-        return None
-    cls = HEADS[kind].params
-    params = parse(cls, raw, where, problems)
-    if isinstance(params, SklearnParams):
-        grid_checks = _sklearn_grid(params, where, problems)
-    elif issubclass(cls, SklearnParams):  # unparsed: no estimator to check a grid against
-        grid_checks = None
-    else:
-        grid_checks = _builtin_grid(cls, raw, where, problems)
-    grid = raw.get("grid")
-    if isinstance(grid, dict) and grid_checks is not None:
-        owner = params.estimator if isinstance(params, SklearnParams) else kind
-        _check_grid(where, owner, grid, *grid_checks, problems)
-    return HeadEntry(name, kind, params) if params is not None else None
 
 
 def _check_device(value: str, problems: list[str]) -> None:
@@ -346,12 +243,12 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     sections = parse(_Sections, raw, "params", problems)
     heads: dict[str, HeadEntry] = {}
     for name, head in (raw.get("heads") or {}).items():
-        entry = _parse_head(str(name), head, problems)
+        entry = parse_head(str(name), head, problems)
         if entry is not None:
             heads[str(name)] = entry
     block_heads: dict[str, HeadEntry] = {}
     for name, head in (raw.get("block_heads") or {}).items():
-        entry = _parse_head(str(name), head, problems, "block_heads")
+        entry = parse_head(str(name), head, problems, "block_heads")
         if entry is not None:
             block_heads[str(name)] = entry
     if sections is not None:
@@ -389,52 +286,13 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     )
 
 
-class _DuplicateKeyError(yaml.YAMLError):
-    """A mapping repeats a key; PyYAML would silently keep the last one."""
-
-
-def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
-    if id(node) in seen:  # an alias met again, or a recursive one
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        lines: dict[str, int] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                _refuse_duplicate_keys(value, path, seen)
-                continue
-            dotted = f"{path}.{key.value}" if path else key.value
-            line = key.start_mark.line + 1
-            if key.value in lines:
-                raise _DuplicateKeyError(
-                    f"duplicate key {dotted!r} (lines {lines[key.value]} and {line}); keep one"
-                )
-            lines[key.value] = line
-            _refuse_duplicate_keys(value, dotted, seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, f"{path}[{i}]", seen)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice at any depth: with two
-    ``extract:`` sections, safe_load would quietly drop the first."""
-
-    def get_single_data(self) -> Any:
-        node = self.get_single_node()
-        if node is None:
-            return None
-        _refuse_duplicate_keys(node, "", set())
-        return self.construct_document(node)
-
-
 def load_params(path: Path = Path("params.yaml")) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project folder")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except _DuplicateKeyError as error:
+        raw = read_yaml(path)
+    except DuplicateKeyError as error:
         raise ParamsError(f"{path}: {error}") from error
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from error
