@@ -3,10 +3,14 @@
 Why: the README quotes an end-to-end time for the whole pipeline and a rerun time for
 ``dvc exp run -S heads.svm.C=0.1``; this script is the measurement behind those figures.
 It builds a throwaway workspace (``pipeline.workspace.create_workspace``) on
-tests/params.yaml with ``data.root`` at the dataset, random weights and the CPU, times
-both commands, records which stages ran or were skipped, and writes
-``bench/results/flowers_repro_cpu.json`` with the machine and its load average, since
-others may share the cores. Random weights: accuracies check the pipeline, nothing more.
+tests/params.yaml with ``data.root`` at the dataset, random weights, the CPU and two
+feature sets, vgg16_fc6 and vgg16_fc7 (one forward pass fills both stores), so ``dvc
+repro`` trains every head on each: train@<head>-<feature set>. It times both commands,
+records which stages ran or were skipped (the exp run should rerun train@svm-<set> for
+each set and compare, nothing else), the head x feature set accuracy grid and the best
+pair, and writes ``bench/results/flowers_repro_cpu.json`` with the machine and its load
+average, since others may share the cores. Random weights: accuracies check the pipeline,
+nothing more.
 
     python bench/flowers_repro.py [--data PATH] [--output PATH]
 """
@@ -39,6 +43,20 @@ NOTE = (
 )
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "flowers_repro_cpu.json"
 EXPERIMENT = ("dvc", "exp", "run", "-S", "heads.svm.C=0.1")
+FEATURES = {
+    "vgg16_fc6": {"backbone": "vgg16", "layer": "fc6"},
+    "vgg16_fc7": {"backbone": "vgg16", "layer": "fc7"},
+}
+ENTRY_KEYS = (
+    "accuracy",
+    "accuracy_ci",
+    "balanced_accuracy",
+    "macro_f1",
+    "fit_seconds",
+    "n_train",
+    "n_test",
+)
+EXPECTED_EXP_STAGES = sorted(["compare", *(f"train@svm-{name}" for name in FEATURES)])
 
 
 def cpu_model() -> str:
@@ -66,10 +84,24 @@ def read(workspace: Path, relative: str) -> dict[str, Any]:
     return json.loads((workspace / relative).read_text())
 
 
+def split_entry(name: str) -> tuple[str, str]:
+    """``<head>-<feature set>``, a summary entry's key, as (head, feature set)."""
+    features = next(f for f in FEATURES if name.endswith(f"-{f}"))
+    return name[: -len(features) - 1], features
+
+
+def grid(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Accuracy per head (rows, by name) and feature set (columns, in FEATURES' order)."""
+    cells = {split_entry(name): m["accuracy"] for name, m in entries.items()}
+    heads = sorted({head for head, _ in cells})
+    return {h: {f: cells[h, f] for f in FEATURES if (h, f) in cells} for h in heads}
+
+
 def measure(data: Path, scratch: Path) -> dict[str, Any]:
     overrides = {
         "downloads": {},
         "data": {"root": str(data)},
+        "features": FEATURES,
         "extract": {"weights": "random", "device": "cpu"},
     }
     workspace = create_workspace(scratch / "project", overrides, base=ROOT / "tests/params.yaml")
@@ -78,8 +110,11 @@ def measure(data: Path, scratch: Path) -> dict[str, Any]:
     counts = read(workspace, "reports/data.json")
     summary = read(workspace, "metrics/summary.json")
     experiment = timed(workspace, *EXPERIMENT)
-    after = read(workspace, "metrics/summary.json")["heads"].get("svm", {})
-    experiment["svm_accuracy"] = after.get("accuracy")
+    experiment["expected_ran"] = EXPECTED_EXP_STAGES
+    experiment["ran_as_expected"] = experiment["ran"] == EXPECTED_EXP_STAGES
+    after = read(workspace, "metrics/summary.json")["entries"]
+    experiment["svm_accuracy"] = {f: after.get(f"svm-{f}", {}).get("accuracy") for f in FEATURES}
+    backbone = extract["backbones"]["vgg16"]
     per_split = sum((Counter(splits) for splits in counts["images"].values()), Counter())
     return {
         "dataset": {
@@ -92,10 +127,16 @@ def measure(data: Path, scratch: Path) -> dict[str, Any]:
         },
         "repro": repro,
         "experiment": experiment,
-        "extract": {k: v for k, v in extract.items() if not isinstance(v, dict | list)},
-        "heads": {
-            head: {"accuracy": m["accuracy"], "fit_seconds": m["fit_seconds"]}
-            for head, m in summary["heads"].items()
+        "extract": {
+            **{k: v for k, v in extract.items() if not isinstance(v, dict | list)},
+            **{k: v for k, v in backbone.items() if not isinstance(v, dict | list)},
+            "layers_computed": backbone["layers_computed"],
+            "timings": backbone["timings"],
+        },
+        "best": summary["best"],
+        "accuracy_grid": grid(summary["entries"]),
+        "entries": {
+            name: {key: m.get(key) for key in ENTRY_KEYS} for name, m in summary["entries"].items()
         },
     }
 
@@ -110,8 +151,20 @@ def table(result: dict[str, Any]) -> str:
         f"skipped {', '.join(exp['skipped']) or 'none'}",
     ]
     lines += [
-        f"  {h:8} accuracy {v['accuracy']:.3f}  fit {v['fit_seconds']:.1f} s"
-        for h, v in result["heads"].items()
+        f"  {name:18} accuracy {v['accuracy']:.3f}  fit {v['fit_seconds']:.1f} s"
+        for name, v in result["entries"].items()
+    ]
+    best = result["best"]
+    lines += [
+        "",
+        "accuracy, RANDOM WEIGHTS (a pipeline check, not transfer learning):",
+        "| head | " + " | ".join(FEATURES) + " |",
+        "|---|" + "---:|" * len(FEATURES),
+        *(
+            f"| {head} | " + " | ".join(f"{row.get(f, float('nan')):.3f}" for f in FEATURES) + " |"
+            for head, row in result["accuracy_grid"].items()
+        ),
+        f"best: {best['head']} on {best['features']}, accuracy {best['accuracy']:.3f}",
     ]
     return "\n".join(lines)
 
@@ -140,7 +193,10 @@ def main() -> int:
         "command": " ".join(["python", "bench/flowers_repro.py", *sys.argv[1:]]),
         "date": started,
         "machine": machine,
-        "params": "tests/params.yaml; downloads {}, data.root, extract weights random, device cpu",
+        "params": (
+            "tests/params.yaml; downloads {}, data.root, extract weights random, device cpu; "
+            "features vgg16_fc6 and vgg16_fc7"
+        ),
         **measured,
         "note": NOTE,
     }

@@ -9,6 +9,7 @@ starts over when it holds another run's.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 from collections.abc import Sequence
@@ -18,20 +19,22 @@ import torch
 
 from classifiers.data import class_names, missing_classes, plan_splits
 from classifiers.finetune.checkpoint import run_identity
-from classifiers.finetune.data import TrainImages, choose_splits, image_refs
+from classifiers.finetune.data import Splits, TrainImages, choose_splits, image_refs
 from classifiers.finetune.evaluate import Evaluation, evaluate_images
-from classifiers.finetune.model import finetune_net
+from classifiers.finetune.job import Job, TrainResult
+from classifiers.finetune.model import FinetuneNet, finetune_net
 from classifiers.finetune.persist import KIND, FinetuneSidecar, save_finetuned
-from classifiers.finetune.runtime import resolve_runtime
-from classifiers.finetune.train import Job, TrainResult, finetune
+from classifiers.finetune.runtime import Runtime, resolve_runtime
+from classifiers.finetune.train import finetune
 from features.compute.backbones import get_backbone
+from features.compute.config import ExtractConfig
 from features.compute.extract import random_weights_banner
-from features.compute.weights import resolve_weights
+from features.compute.weights import ResolvedWeights, resolve_weights
 from features.data.manifest import read_manifest
 from features.errors import UserError
 from features.files import atomic_open, write_json
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import load_params
+from pipeline.params import FinetuneParams, Params, load_params
 
 CURVES = ("epoch", "train_loss", "val_loss", "val_accuracy")
 
@@ -87,6 +90,88 @@ def _metrics(
     return metrics
 
 
+def _network(
+    entry: FinetuneParams, config: ExtractConfig, n_classes: int, runtime: Runtime
+) -> tuple[FinetuneNet, ResolvedWeights]:
+    """The network to train, from ``extract:``'s verified weights (said when random)."""
+    spec = get_backbone(entry.backbone)
+    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
+    if weights.is_random:
+        print(random_weights_banner(weights.identity))
+    net = finetune_net(
+        spec,
+        weights.state_dict,
+        config.seed,
+        n_classes,
+        entry.unfreeze_from,
+        config.preprocessing,
+        runtime.channels_last,
+    )
+    return net, weights
+
+
+def _job(
+    args: argparse.Namespace,
+    params: Params,
+    splits: Splits,
+    classes: list[str],
+    runtime: Runtime,
+    weights: ResolvedWeights,
+) -> Job:
+    entry, config = params.finetune[args.name], params.extract
+    settings = dataclasses.asdict(entry)
+    del settings["checkpoint_seconds"]  # how often to save changes nothing trained
+    run_id = run_identity(
+        settings=settings,
+        weights=weights.identity,
+        seed=config.seed,
+        preprocessing=dataclasses.asdict(config.preprocessing),
+        precision=runtime.precision,
+        classes=classes,
+        train=[(row.sha256, row.label) for row in splits.train],
+        val=[(row.sha256, row.label) for row in splits.val],
+    )
+    limits = params.data.limits
+    return Job(
+        train=TrainImages(splits.train, args.data, classes, config.preprocessing, limits),
+        val=image_refs(splits.val, args.data),
+        val_labels={row.sha256: classes.index(row.label) for row in splits.val},
+        settings=entry,
+        runtime=runtime,
+        preprocessing=config.preprocessing,
+        limits=limits,
+        folder=args.checkpoint,
+        run=run_id,
+    )
+
+
+def _sidecar(
+    name: str,
+    entry: FinetuneParams,
+    net: FinetuneNet,
+    classes: list[str],
+    job: Job,
+    weights: str,
+    best: int,
+) -> FinetuneSidecar:
+    """What the saved network is; :func:`save_finetuned` fills in its checksum."""
+    return FinetuneSidecar(
+        name=name,
+        kind=KIND,
+        sha256="",
+        backbone=entry.backbone,
+        unfreeze_from=entry.unfreeze_from,
+        output_layer=net.output_layer,
+        classes=classes,
+        weights=weights,
+        preprocessing=dataclasses.asdict(job.preprocessing),
+        params=dataclasses.asdict(entry),
+        best_epoch=best,
+        torch=torch.__version__,
+        created=0.0,
+    )
+
+
 def main(argv: Sequence[str]) -> None:
     args = _parser().parse_args(argv)
     params = load_params(args.params)
@@ -95,50 +180,16 @@ def main(argv: Sequence[str]) -> None:
             f"finetune {args.name!r} is not configured; params.yaml finetune: "
             f"{', '.join(sorted(params.finetune)) or 'none'}"
         )
-    entry, config, limits = params.finetune[args.name], params.extract, params.data.limits
-    stage = f"finetune@{args.name}"
+    entry, stage = params.finetune[args.name], f"finetune@{args.name}"
     rows = read_manifest(args.manifest)
     classes = class_names(rows)
     plan = plan_splits(rows, params.evaluation.evaluate_on, str(args.data))
     splits = choose_splits(rows, plan, entry.val_fraction, entry.max_images)
     if plan.note:
         print(f"{stage}: {plan.note}")
-    spec = get_backbone(entry.backbone)
-    weights = resolve_weights(spec, config.weights, config.seed, config.weights_sha256)
-    if weights.is_random:
-        print(random_weights_banner(weights.identity))
-    runtime = resolve_runtime(config)
-    preprocessing = config.preprocessing
-    net = finetune_net(
-        spec,
-        weights.state_dict,
-        config.seed,
-        len(classes),
-        entry.unfreeze_from,
-        preprocessing,
-        runtime.channels_last,
-    )
-    settings = {k: v for k, v in dataclasses.asdict(entry).items() if k != "checkpoint_seconds"}
-    job = Job(
-        train=TrainImages(splits.train, args.data, classes, preprocessing, limits),
-        val=image_refs(splits.val, args.data),
-        val_labels={row.sha256: classes.index(row.label) for row in splits.val},
-        settings=entry,
-        runtime=runtime,
-        preprocessing=preprocessing,
-        limits=limits,
-        folder=args.checkpoint,
-        run=run_identity(
-            settings=settings,
-            weights=weights.identity,
-            seed=config.seed,
-            preprocessing=dataclasses.asdict(preprocessing),
-            precision=runtime.precision,
-            classes=classes,
-            train=[(row.sha256, row.label) for row in splits.train],
-            val=[(row.sha256, row.label) for row in splits.val],
-        ),
-    )
+    runtime = resolve_runtime(params.extract)
+    net, weights = _network(entry, params.extract, len(classes), runtime)
+    job = _job(args, params, splits, classes, runtime, weights)
     print(
         f"{stage}: {entry.backbone} trained from {entry.unfreeze_from} on {len(splits.train)} "
         f"images, stopping on {len(splits.val)} ({splits.val_source}), {runtime.describe()}"
@@ -148,21 +199,7 @@ def main(argv: Sequence[str]) -> None:
     sidecar = save_finetuned(
         net,
         args.model,
-        FinetuneSidecar(
-            name=args.name,
-            kind=KIND,
-            sha256="",
-            backbone=spec.name,
-            unfreeze_from=entry.unfreeze_from,
-            output_layer=net.output_layer,
-            classes=classes,
-            weights=weights.identity,
-            preprocessing=dataclasses.asdict(preprocessing),
-            params=dataclasses.asdict(entry),
-            best_epoch=result.best_epoch,
-            torch=torch.__version__,
-            created=0.0,
-        ),
+        _sidecar(args.name, entry, net, classes, job, weights.identity, result.best_epoch),
     )
     evaluated = [row for row in rows if row.split == plan.evaluate]
     evaluation = evaluate_images(
@@ -170,26 +207,22 @@ def main(argv: Sequence[str]) -> None:
         image_refs(evaluated, args.data),
         {row.sha256: row.label for row in evaluated},
         classes,
-        preprocessing,
-        limits,
+        job.preprocessing,
+        job.limits,
         runtime,
         entry.batch_size,
         plan.evaluate,
     )
-    metrics = _metrics(
-        evaluation,
-        result,
-        sidecar,
-        {
-            "model_bytes": args.model.stat().st_size,
-            "n_train": len(splits.train),
-            "n_val": len(splits.val),
-            "val_source": splits.val_source,
-            "evaluated_on": plan.evaluate,
-            "evaluation_note": plan.note,
-            "classes_not_evaluated": missing_classes(rows, plan.evaluate),
-        },
-    )
+    extra = {
+        "model_bytes": args.model.stat().st_size,
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "val_source": splits.val_source,
+        "evaluated_on": plan.evaluate,
+        "evaluation_note": plan.note,
+        "classes_not_evaluated": missing_classes(rows, plan.evaluate),
+    }
+    metrics = _metrics(evaluation, result, sidecar, extra)
     write_json(args.metrics, metrics)
     predictions = zip(evaluation.hashes, evaluation.actual, evaluation.predicted, strict=True)
     _write_csv(args.predictions, ("sha256", "actual", "predicted"), list(predictions))

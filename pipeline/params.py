@@ -148,17 +148,26 @@ class Params:
             )
         return entries[name]
 
-    def feature_set(self, name: str | None) -> str:
-        """``name`` checked against ``features:`` and ``maps:``; None picks the only one."""
-        sets = self.stored_sets
+    def feature_set(self, name: str | None, head: str | None = None) -> str:
+        """``name`` checked against the sets ``head`` trains on (``maps:`` for a block head,
+        ``features:`` for others, both without a head); None picks the only one."""
+        if head in self.block_heads:
+            sets, section = self.maps, "maps"
+        elif head in self.heads:
+            sets, section = self.features, "features"
+        else:
+            sets, section = self.stored_sets, "features and maps"
         if name is None and len(sets) == 1:
             return next(iter(sets))
         if name is None:
             raise ParamsError(
-                f"several feature sets in params.yaml; pick one with --features: {', '.join(sets)}"
+                f"several {section} sets in params.yaml; pick one with --features: "
+                f"{', '.join(sets)}"
             )
         if name not in sets:
-            raise ParamsError(f"unknown feature set {name!r}; params.yaml has: {', '.join(sets)}")
+            raise ParamsError(
+                f"unknown feature set {name!r}; params.yaml {section}: {', '.join(sets) or 'none'}"
+            )
         return name
 
 

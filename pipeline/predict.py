@@ -168,7 +168,7 @@ def predict(
     """One row per input file, in input order, and the head (trained on the feature set
     ``features``, by default the only one) that labelled them."""
     params = load_params(params_path)
-    features = params.feature_set(features)
+    features = params.feature_set(features, head_name)
     model, sidecar = load_head(params.paths.model_for(head_name, features))
     head = Head(model, Fingerprint.from_json(sidecar.fingerprint))
     rows = collect_inputs(arguments)

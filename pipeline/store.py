@@ -19,7 +19,7 @@ def _stores(given: Path | None, features: str | None, params_path: Path) -> list
     if given is not None:
         return [given]
     params = load_params(params_path)
-    names = [params.feature_set(features)] if features else list(params.features)
+    names = [params.feature_set(features)] if features else list(params.stored_sets)
     return [params.paths.store_for(name) for name in names]
 
 

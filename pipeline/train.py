@@ -135,7 +135,7 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     entry = params.head(args.head)
-    features = params.feature_set(args.features)
+    features = params.feature_set(args.features, args.head)
     rows = read_manifest(args.manifest)
     classes = class_names(rows)
     plan = plan_splits(rows, params.evaluation.evaluate_on, params.data.root)
@@ -160,7 +160,7 @@ def main(argv: Sequence[str]) -> None:
         {
             "head": args.head,
             "features": features,
-            "layer": params.features[features].layer,
+            "layer": params.stored_sets[features].layer,
             "kind": entry.kind,
             "fit_seconds": result.fit_seconds,
             "model_bytes": args.model.stat().st_size,

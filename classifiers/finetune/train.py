@@ -2,23 +2,17 @@
 
 Each epoch is SGD over augmented batches, then a pass over val; training stops early
 when val accuracy has not improved for ``patience`` epochs (equal accuracy with a lower
-val loss counts as better). A checkpoint is written after every epoch, and within an
-epoch every ``checkpoint_seconds``; a rerun resumes from it, and on the CPU the weights
-it ends with are bit-identical to an uninterrupted run's. Ctrl-C is noted and acted on
-at the next batch boundary: the checkpoint is saved, then ``KeyboardInterrupt`` goes up
-to the CLI (exit 130). A second Ctrl-C stops at once; the last checkpoint stands.
+val loss counts as better). A checkpoint is written after every epoch, within an epoch
+every ``checkpoint_seconds``, and on Ctrl-C (see :mod:`classifiers.finetune.monitor`); a
+rerun resumes from it, and on the CPU ends with weights bit-identical to an
+uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import math
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,126 +26,17 @@ from classifiers.finetune.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from classifiers.finetune.data import TrainImages, batches_per_epoch, train_loader
+from classifiers.finetune.data import batches_per_epoch, train_loader
 from classifiers.finetune.evaluate import require_usable
+from classifiers.finetune.job import Job, NonFiniteLoss, TrainResult
 from classifiers.finetune.model import FinetuneNet
+from classifiers.finetune.monitor import Speed, deferred_interrupt, duration
 from classifiers.finetune.predict import forward_batches
 from classifiers.finetune.runtime import Runtime
-from features.compute.loader import ImageRef
-from features.data.images import ImageLimits
-from features.data.preprocess import Preprocessing
-from features.errors import UserError
+from features.compute.encoder import cpu_allocator_tuned
 from features.progress import progress as show_progress
 
-__all__ = ["Job", "NonFiniteLoss", "Settings", "TrainResult", "finetune"]
-
-REPORT_BATCHES = 3  # timed batches after the warm-up one before the speed is reported...
-REPORT_SECONDS = 10.0  # ...or this long, whichever comes first
-
-
-class Settings(Protocol):
-    """The ``finetune:`` params the loop reads (``pipeline.params.FinetuneParams``)."""
-
-    epochs: int
-    patience: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    batch_size: int
-    checkpoint_seconds: float
-    seed: int
-
-
-class NonFiniteLoss(UserError):
-    """The loss became NaN or inf: nothing from that epoch is saved or reported."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one run trains on, validates on and with."""
-
-    train: TrainImages
-    val: list[ImageRef]
-    val_labels: dict[str, int]  # sha256 -> class index
-    settings: Settings
-    runtime: Runtime
-    preprocessing: Preprocessing
-    limits: ImageLimits
-    folder: Path  # the checkpoint folder
-    run: str  # identity of the settings and data, see checkpoint.TrainState
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    curves: list[dict[str, float]]  # epoch, train_loss, val_loss, val_accuracy
-    best_epoch: int
-    best_accuracy: float
-    stopped_early: bool
-    seconds: float  # training time, over every run that contributed
-
-
-@contextmanager
-def _deferred_interrupt(log: Callable[[str], None]) -> Iterator[Callable[[], bool]]:
-    """Note the first Ctrl-C instead of raising it mid-step; yields 'was it pressed?'."""
-    pressed = False
-
-    def note(signum: int, frame: object) -> None:
-        nonlocal pressed
-        pressed = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
-        log("interrupted: saving a checkpoint after this batch (Ctrl-C again: stop now)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, note)
-    except ValueError:  # not the main thread: Ctrl-C is not ours to handle
-        yield lambda: False
-        return
-    try:
-        yield lambda: pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class _Speed:
-    """Training throughput after the warm-up batch, and one early estimate of the run."""
-
-    def __init__(self) -> None:
-        self.batches = self.images = 0
-        self.seconds = 0.0
-        self.reported = False
-
-    def add(self, images: int, seconds: float) -> None:
-        self.batches += 1
-        if self.batches > 1:
-            self.images += images
-            self.seconds += seconds
-
-    def due(self) -> bool:
-        timed = self.batches - 1
-        return (
-            not self.reported
-            and timed > 0
-            and (timed >= REPORT_BATCHES or self.seconds >= REPORT_SECONDS)
-        )
-
-    def report(self, job: Job, state: TrainState, log: Callable[[str], None]) -> None:
-        self.reported = True
-        rate = self.images / self.seconds
-        epochs = job.settings.epochs - state.epoch
-        images = epochs * (len(job.train) + len(job.val)) - state.loss_images
-        log(
-            f"finetune: {rate:.1f} images/s on {job.runtime.describe()}; about "
-            f"{_duration(images / rate)} for {epochs} more epoch(s) of {len(job.train)} train "
-            f"+ {len(job.val)} val images (less if val stops improving)"
-        )
+__all__ = ["finetune"]
 
 
 class _Saver:
@@ -196,13 +81,19 @@ def _non_finite(what: str, value: float, state: TrainState, job: Job) -> NonFini
     )
 
 
+def _speed_line(speed: Speed, job: Job, state: TrainState) -> str:
+    epochs = job.settings.epochs - state.epoch
+    images = epochs * (len(job.train) + len(job.val)) - state.loss_images
+    return speed.report(images, epochs, job.runtime.describe())
+
+
 def _train_one_epoch(
     trainer: Trainer,
     job: Job,
     state: TrainState,
     saver: _Saver,
     interrupted: Callable[[], bool],
-    speed: _Speed,
+    speed: Speed,
     log: Callable[[str], None],
     progress: bool,
 ) -> None:
@@ -235,7 +126,7 @@ def _train_one_epoch(
             started = now
             bar.update(len(labels))
             if speed.due():
-                speed.report(job, state, log)
+                log(_speed_line(speed, job, state))
             if state.batch < total and (interrupted() or saver.due()):
                 saver.save()
                 if interrupted():
@@ -259,8 +150,8 @@ def _validate(net: FinetuneNet, job: Job) -> tuple[float, float]:
     return loss_sum / len(job.val), correct / len(job.val)
 
 
-def _end_epoch(trainer: Trainer, job: Job, state: TrainState, saver: _Saver) -> str:
-    """Validate, step the schedule, keep the best weights, checkpoint; the epoch's line."""
+def _end_epoch(trainer: Trainer, job: Job, state: TrainState, saver: _Saver) -> None:
+    """Validate, step the schedule, keep the best epoch, decide whether to stop, save."""
     val_loss, val_accuracy = _validate(trainer.net, job)
     if not math.isfinite(val_loss):
         raise _non_finite("the val loss", val_loss, state, job)
@@ -283,9 +174,18 @@ def _end_epoch(trainer: Trainer, job: Job, state: TrainState, saver: _Saver) -> 
     state.finished = state.epoch >= job.settings.epochs or state.stale >= job.settings.patience
     state.batch, state.loss_sum, state.loss_images = 0, 0.0, 0
     saver.save(best=better)
+
+
+def _epoch_line(state: TrainState, epochs: int, seconds: float) -> str:
+    """``epoch 3/10: train loss ..., val loss ..., val accuracy ... (best); 25 s, ...``"""
+    row = state.curves[-1]
+    left = 0 if state.finished else epochs - state.epoch
     return (
-        f"epoch {state.epoch}/{job.settings.epochs}: train loss {train_loss:.4f}, val loss "
-        f"{val_loss:.4f}, val accuracy {val_accuracy:.4f}" + (" (best)" if better else "")
+        f"epoch {state.epoch}/{epochs}: train loss {row['train_loss']:.4f}, val loss "
+        f"{row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.4f}"
+        + (" (best)" if state.best_epoch == state.epoch else "")
+        + f"; {duration(seconds)}"
+        + (f", at most {duration(left * seconds)} left" if left else "")
     )
 
 
@@ -304,7 +204,11 @@ def finetune(
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     trainer = Trainer(net, optimizer, scheduler, job.runtime.scaler())
-    with isolated_rng(job.runtime.device, settings.seed), _deferred_interrupt(log) as interrupted:
+    with (
+        isolated_rng(job.runtime.device, settings.seed),
+        deferred_interrupt(log) as interrupted,
+        cpu_allocator_tuned(job.runtime.device),
+    ):
         state = load_checkpoint(job.folder, job.run, trainer, log)
         if state is not None and state.finished:
             log(f"finetune: training finished in {job.folder}; best epoch {state.best_epoch}")
@@ -312,12 +216,14 @@ def finetune(
             where = f"epoch {state.epoch + 1}, batch {state.batch}"
             log(f"finetune: resuming from {job.folder} at {where}")
         state = state or TrainState(job.run)
-        saver, speed = _Saver(job, trainer, state), _Speed()
+        saver, speed = _Saver(job, trainer, state), Speed()
         while not state.finished:
+            started = time.monotonic()
             _train_one_epoch(trainer, job, state, saver, interrupted, speed, log, progress)
             if not speed.reported and speed.images:
-                speed.report(job, state, log)
-            log(_end_epoch(trainer, job, state, saver))
+                log(_speed_line(speed, job, state))
+            _end_epoch(trainer, job, state, saver)
+            log(_epoch_line(state, settings.epochs, time.monotonic() - started))
             if interrupted():
                 raise KeyboardInterrupt
     load_best(job.folder, state, net)

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from classifiers.finetune.data import TrainImages, image_refs
+from classifiers.finetune.job import Job
 from classifiers.finetune.model import FinetuneNet, unfrozen_modules
 from classifiers.finetune.runtime import resolve_runtime
-from classifiers.finetune.train import Job
 from features.data.manifest import ManifestRow
 from features.data.preprocess import Preprocessing
 from features.data.synthetic import CLASSES, make_dataset

@@ -12,6 +12,7 @@ from pipeline.workspace import create_workspace, run_in
 from tests.conftest import TEST_PARAMS_FILE
 
 pytestmark = pytest.mark.slow
+FC6 = "vgg16_fc6"  # tests/params.yaml's one feature set
 
 DUPLICATE_PAIRS = [
     (
@@ -78,7 +79,8 @@ def test_flower_subset_through_every_stage(tmp_path, flowers):
     distinct = len(manifest.splitlines()) - 1
     assert extract["computed"] == distinct and extract["random_weights"] is True
     summary = json.loads((workspace / "metrics/summary.json").read_text())
-    assert set(summary["heads"]) == {"logreg", "svm", "mlp"}
+    assert set(summary["entries"]) == {f"{head}-{FC6}" for head in ("logreg", "svm", "mlp")}
+    assert summary["best"]["features"] == FC6 and summary["random_weights"] is True
     compare = (workspace / "reports/compare.md").read_text()
     assert "Random weights" in compare and "| logreg |" in compare
     verified = run_in(workspace, "python", "-m", "pipeline.store", "verify").stdout

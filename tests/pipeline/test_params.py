@@ -284,6 +284,21 @@ def test_several_feature_sets_need_one_named():
     params = validate(_with(features={"a": {"layer": "fc6"}, "b": {"layer": "fc7"}}))
     with pytest.raises(ParamsError, match="pick one with --features: a, b"):
         params.feature_set(None)
-    with pytest.raises(ParamsError, match=r"unknown feature set 'c'; params\.yaml has: a, b"):
+    with pytest.raises(ParamsError, match=r"unknown feature set 'c'; params\.yaml features"):
         params.feature_set("c")
     assert params.feature_set("b") == "b"
+
+
+def test_a_block_head_defaults_to_the_only_map_set_and_a_frozen_head_refuses_it():
+    params = validate(
+        _with(
+            maps={"m": {"layer": "pool5_map"}},
+            block_heads={"block": {"epochs": 1}},
+        )
+    )
+    assert params.feature_set(None, "block") == "m"
+    assert params.feature_set(None, "logreg") == "vgg16_fc6"
+    with pytest.raises(ParamsError, match=r"unknown feature set 'm'; params\.yaml features:"):
+        params.feature_set("m", "logreg")
+    with pytest.raises(ParamsError, match="pick one with --features: vgg16_fc6, m"):
+        params.feature_set(None)
