@@ -3,9 +3,12 @@
 Why: the README quotes an end-to-end time for the whole pipeline and a rerun time for
 ``dvc exp run -S heads.svm.C=0.1``; this script is the measurement behind those figures.
 It builds a throwaway workspace (``pipeline.workspace.create_workspace``) on
-tests/params.yaml with ``data.root`` at the dataset, random weights, the CPU and two
-feature sets, vgg16_fc6 and vgg16_fc7 (one forward pass fills both stores), so ``dvc
-repro`` trains every head on each: train@<head>-<feature set>. It times both commands,
+tests/params.yaml with ``data.root`` at the dataset, random weights, the CPU, two
+feature sets, vgg16_fc6 and vgg16_fc7, and the vgg16_pool5_map map set (one forward pass
+fills all three stores), so ``dvc repro`` trains every head on each feature set
+(train@<head>-<feature set>), VGG16's classifier block on the maps
+(train_block@vgg16_block-vgg16_pool5_map) and a short fine-tune from the images on a
+subset of train (finetune@vgg16_top), all in one comparison. It times both commands,
 records which stages ran or were skipped (the exp run should rerun train@svm-<set> for
 each set and compare, nothing else), the head x feature set accuracy grid and the best
 pair, and writes ``bench/results/flowers_repro_cpu.json`` with the machine and its load
@@ -56,6 +59,12 @@ ENTRY_KEYS = (
     "n_train",
     "n_test",
 )
+MAPS = {"vgg16_pool5_map": {"backbone": "vgg16", "layer": "pool5_map"}}
+BLOCK_HEADS = {"vgg16_block": {"epochs": 5, "patience": 2, "lr": 1.0e-4}}
+FINETUNE = {  # the classifier block trained from the images: every image runs the convolutions
+    "vgg16_top": {"unfreeze_from": "classifier.0", "epochs": 2, "max_images": 600}
+}
+COLUMNS = [*FEATURES, *MAPS, "finetune"]  # the accuracy grid's columns
 EXPECTED_EXP_STAGES = sorted(["compare", *(f"train@svm-{name}" for name in FEATURES)])
 
 
@@ -86,15 +95,15 @@ def read(workspace: Path, relative: str) -> dict[str, Any]:
 
 def split_entry(name: str) -> tuple[str, str]:
     """``<head>-<feature set>``, a summary entry's key, as (head, feature set)."""
-    features = next(f for f in FEATURES if name.endswith(f"-{f}"))
+    features = next(f for f in COLUMNS if name.endswith(f"-{f}"))
     return name[: -len(features) - 1], features
 
 
 def grid(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Accuracy per head (rows, by name) and feature set (columns, in FEATURES' order)."""
+    """Accuracy per head (rows, by name) and feature set (columns, in COLUMNS' order)."""
     cells = {split_entry(name): m["accuracy"] for name, m in entries.items()}
     heads = sorted({head for head, _ in cells})
-    return {h: {f: cells[h, f] for f in FEATURES if (h, f) in cells} for h in heads}
+    return {h: {f: cells[h, f] for f in COLUMNS if (h, f) in cells} for h in heads}
 
 
 def measure(data: Path, scratch: Path) -> dict[str, Any]:
@@ -102,6 +111,9 @@ def measure(data: Path, scratch: Path) -> dict[str, Any]:
         "downloads": {},
         "data": {"root": str(data)},
         "features": FEATURES,
+        "maps": MAPS,
+        "block_heads": BLOCK_HEADS,
+        "finetune": FINETUNE,
         "extract": {"weights": "random", "device": "cpu"},
     }
     workspace = create_workspace(scratch / "project", overrides, base=ROOT / "tests/params.yaml")
@@ -158,10 +170,10 @@ def table(result: dict[str, Any]) -> str:
     lines += [
         "",
         "accuracy, RANDOM WEIGHTS (a pipeline check, not transfer learning):",
-        "| head | " + " | ".join(FEATURES) + " |",
-        "|---|" + "---:|" * len(FEATURES),
+        "| head | " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
         *(
-            f"| {head} | " + " | ".join(f"{row.get(f, float('nan')):.3f}" for f in FEATURES) + " |"
+            f"| {head} | " + " | ".join(f"{row[f]:.3f}" if f in row else "" for f in COLUMNS) + " |"
             for head, row in result["accuracy_grid"].items()
         ),
         f"best: {best['head']} on {best['features']}, accuracy {best['accuracy']:.3f}",
@@ -195,7 +207,8 @@ def main() -> int:
         "machine": machine,
         "params": (
             "tests/params.yaml; downloads {}, data.root, extract weights random, device cpu; "
-            "features vgg16_fc6 and vgg16_fc7"
+            "features vgg16_fc6 and vgg16_fc7, maps vgg16_pool5_map, block_heads "
+            f"{BLOCK_HEADS}, finetune {FINETUNE}"
         ),
         **measured,
         "note": NOTE,

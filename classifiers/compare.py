@@ -65,6 +65,16 @@ class Entry:
         return f"{self.head}-{self.features}"
 
     @property
+    def predicts_from(self) -> str:
+        """What a new image costs this entry: frozen heads and blocks reuse what ``extract``
+        stores (the backbone runs once per image, ever); a fine-tuned network reruns it all."""
+        return {
+            "train": "stored codes",
+            "train_block": "stored maps",
+            "finetune": "images (whole network)",
+        }[self.stage_kind]
+
+    @property
     def stage(self) -> str:
         if self.stage_kind == "finetune":
             return f"finetune@{self.head}"
@@ -214,7 +224,10 @@ def summarise(metrics: Metrics, versus: list[Versus]) -> dict[str, Any]:
             "best": _best(metrics),
             "random_weights": any(m.get("random_weights") for m in metrics.values()),
             "entries": {
-                entry.name: {key: metrics[entry].get(key) for key in _SUMMARY_KEYS}
+                entry.name: {
+                    **{key: metrics[entry].get(key) for key in _SUMMARY_KEYS},
+                    "predicts_from": entry.predicts_from,
+                }
                 for entry in rank(metrics)
             },
             "vs_best": {v.other.name: v.summary() for v in versus},

@@ -77,8 +77,8 @@ def _columns_note(metrics: Metrics) -> str:
 def _ranking_table(metrics: Metrics) -> list[str]:
     lines = [
         "| rank | head | features | accuracy [95% CI] | balanced acc. | macro F1 [95% CI] "
-        "| fit s | predict ms/1k | model KiB |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        "| fit s | predict ms/1k | predicts from | model KiB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for position, entry in enumerate(rank(metrics), 1):
         m = metrics[entry]
@@ -86,9 +86,19 @@ def _ranking_table(metrics: Metrics) -> list[str]:
             f"| {position} | {entry.head} | {entry.features} | {_with_interval(m, 'accuracy')} "
             f"| {_number(m['balanced_accuracy'])} | {_with_interval(m, 'macro_f1')} "
             f"| {_number(m['fit_seconds'], '.2f')} | {_number(m['predict_ms_per_1000'], '.2f')} "
-            f"| {_number(m['model_bytes'] / 1024, '.0f')} |"
+            f"| {entry.predicts_from} | {_number(m['model_bytes'] / 1024, '.0f')} |"
         )
+    if any(entry.stage_kind == "finetune" for entry in metrics):
+        lines += ["", _COST_NOTE]
     return lines
+
+
+_COST_NOTE = (
+    "Cost: fit s is the training time. predict ms/1k is the head alone on stored codes or "
+    "maps for frozen heads and blocks (a new image runs the backbone once, and its codes "
+    "are kept), and the whole network on decoded images for fine-tuned models, which must "
+    "run it for every new image."
+)
 
 
 def _method_note(m: dict[str, Any]) -> str:

@@ -279,3 +279,23 @@ def test_missing_metrics_name_every_file_and_the_stage_that_writes_it(tmp_path: 
     assert "dvc repro train@svm-vgg16_fc7 train@logreg-vgg16_fc7" in message
     assert "train@svm-vgg16_fc6" not in message
     assert load_metrics({SVM: present}) == {SVM: {"accuracy": 0.5}}
+
+
+def test_frozen_block_and_finetuned_rows_sit_in_one_table_with_their_cost(tmp_path: Path) -> None:
+    block, tuned = (
+        Entry("block", "vgg16_pool5_map", "train_block"),
+        Entry("top", "finetune", "finetune"),
+    )
+    answers = {SVM: THIRD, block: OTHER, tuned: BEST}
+    metrics = {e: entry_metrics(e, ACTUAL, predicted) for e, predicted in answers.items()}
+    predictions = {e: _predictions(HASHES, ACTUAL, predicted) for e, predicted in answers.items()}
+    summary, report = _report(tmp_path, metrics, against_best(metrics, predictions))
+    assert summary["best"] == {"head": "top", "features": "finetune", "accuracy": 0.9}
+    assert summary["entries"]["top-finetune"]["predicts_from"] == "images (whole network)"
+    assert summary["entries"]["svm-vgg16_fc6"]["predicts_from"] == "stored codes"
+    assert f"| 1 | top | finetune | {_cell(metrics[tuned])} |" in report
+    rows = {line.split(" | ")[1]: line for line in report.splitlines() if line.startswith("| ")}
+    assert "| images (whole network) |" in rows["top"]
+    assert "| stored maps |" in rows["block"] and "| stored codes |" in rows["svm"]
+    assert "must run it for every new image" in report
+    assert {v.other for v in against_best(metrics, predictions)} == {SVM, block}
