@@ -11,16 +11,15 @@ import numpy as np
 import torch
 
 from classifiers.block import BlockInit, ClassifierBlock
-from classifiers.data import SplitData, SplitPlan, load_split
+from classifiers.data import SplitData, SplitPlan, carve_val, load_split
 from classifiers.fit import FitResult
 from classifiers.heads import BlockParams, build_head
-from features.data.manifest import ManifestRow, assign_split
+from features.data.manifest import ManifestRow
 from features.errors import UserError
 from features.store import FeatureStore
 
 __all__ = [
     "ALIGNMENT_TOLERANCE",
-    "carve_val",
     "check_alignment",
     "fit_block",
     "fit_block_on_store",
@@ -29,23 +28,6 @@ __all__ = [
 # fc6 recomputed from float16 maps against fc6 stored as float16: both roundings (~5e-4
 # relative each) summed over 25,088 inputs stay well inside 1% of the codes' scale.
 ALIGNMENT_TOLERANCE = 1e-2
-_VAL_SALT = "block-val"
-
-
-def _subset(split: SplitData, keep: np.ndarray) -> SplitData:
-    hashes = [sha for sha, kept in zip(split.hashes, keep, strict=True) if kept]
-    return SplitData(split.X[keep], split.y[keep], hashes)
-
-
-def carve_val(split: SplitData, fraction: float) -> tuple[SplitData, SplitData]:
-    """Train minus a val part chosen by content hash: stable, whatever the order or peers."""
-    val = np.array([assign_split(sha, _VAL_SALT, fraction) == "test" for sha in split.hashes])
-    if val.all() or not val.any():
-        raise UserError(
-            f"carving {fraction:.0%} of {len(split.hashes)} train images as val leaves one side "
-            f"empty; add a val/ folder or change block_heads.<name>.val_fraction"
-        )
-    return _subset(split, ~val), _subset(split, val)
 
 
 def check_alignment(init: BlockInit, maps: np.ndarray, fc6: np.ndarray) -> float:

@@ -25,6 +25,7 @@ __all__ = [
     "Predictions",
     "Versus",
     "against_best",
+    "chosen_C",
     "grid_axes",
     "load_metrics",
     "load_predictions",
@@ -40,6 +41,7 @@ _SUMMARY_KEYS = (
     "balanced_accuracy",
     "macro_f1",
     "macro_f1_ci",
+    "ece",
     "fit_seconds",
     "predict_ms_per_1000",
     "model_bytes",
@@ -213,6 +215,14 @@ def _best(metrics: Metrics) -> dict[str, Any] | None:
     return {"head": best.head, "features": best.features, "accuracy": metrics[best]["accuracy"]}
 
 
+def chosen_C(m: dict[str, Any]) -> dict[str, Any]:
+    """A linear head's C and how it was set (``sweep`` or ``by hand``); empty for others."""
+    probe = m.get("probe")
+    if not probe:
+        return {}
+    return {"C": probe["chosen"], "C_set_by": "by hand" if probe["fixed_by_hand"] else "sweep"}
+
+
 def summarise(metrics: Metrics, versus: list[Versus]) -> dict[str, Any]:
     """Flat per-entry numbers, best first, keyed like the train stages: what ``dvc metrics
     show`` lists.
@@ -226,6 +236,7 @@ def summarise(metrics: Metrics, versus: list[Versus]) -> dict[str, Any]:
             "entries": {
                 entry.name: {
                     **{key: metrics[entry].get(key) for key in _SUMMARY_KEYS},
+                    **chosen_C(metrics[entry]),
                     "predicts_from": entry.predicts_from,
                 }
                 for entry in rank(metrics)

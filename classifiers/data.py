@@ -8,15 +8,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.data.manifest import ManifestRow
+from features.data.manifest import ManifestRow, content_draw
 from features.data.scan import SPLITS
 from features.errors import UserError
 from features.store import FeatureStore
 
 __all__ = [
     "EVALUATE_ON",
+    "VAL_SALT",
     "SplitData",
     "SplitPlan",
+    "carve_val",
     "class_names",
     "iter_split",
     "load_split",
@@ -25,6 +27,7 @@ __all__ = [
 ]
 
 EVALUATE_ON = ("auto", "test", "val")
+VAL_SALT = "val-carve"  # a carved val split depends on the image bytes and this alone
 
 
 @dataclass(frozen=True)
@@ -156,3 +159,26 @@ def iter_split(
         block = [kept[i] for i in order[start : start + chunk_rows]]
         codes = store.get([row.sha256 for row in block]).astype(np.float32)
         yield codes, np.array([row.label for row in block])
+
+
+def _subset(split: SplitData, keep: np.ndarray) -> SplitData:
+    hashes = [sha for sha, kept in zip(split.hashes, keep, strict=True) if kept]
+    return SplitData(split.X[keep], split.y[keep], hashes)
+
+
+def carve_val(split: SplitData, fraction: float) -> tuple[SplitData, SplitData]:
+    """Train minus a val part chosen by content hash: stable, whatever the order or peers.
+
+    On a train split so small that no image draws under ``fraction``, the one with the
+    lowest draw is val, so the default settings still run on a tiny dataset.
+    """
+    draws = np.array([content_draw(sha, VAL_SALT) for sha in split.hashes])
+    val = draws < fraction
+    if not val.any() and len(draws) > 1:
+        val[draws.argmin()] = True
+    if val.all() or not val.any():
+        raise UserError(
+            f"carving {fraction:.0%} of {len(split.hashes)} train images as val leaves one side "
+            f"empty; add a val/ folder or change the head's val_fraction"
+        )
+    return _subset(split, ~val), _subset(split, val)

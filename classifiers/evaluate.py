@@ -20,6 +20,7 @@ from classifiers.stats import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
     bootstrap_intervals,
+    expected_calibration_error,
     json_safe,
 )
 
@@ -54,10 +55,15 @@ def per_class_scores(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -
 def evaluate(
     model: Pipeline, X: np.ndarray, y: np.ndarray, classes: list[str]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics on (``X``, ``y``) (:func:`score`, the latency, the count) and the
-    predictions they were computed from."""
+    """Metrics on (``X``, ``y``) (:func:`score`, the expected calibration error where the
+    head gives probabilities, the latency, the count) and the predictions they came from."""
     predicted = model.predict(X)
     metrics = score(y, predicted, classes)
+    metrics["ece"] = (
+        expected_calibration_error(y, model.predict_proba(X), model.classes_)
+        if hasattr(model, "predict_proba") and len(y)
+        else None
+    )
     metrics["predict_ms_per_1000"] = predict_ms_per_1000(model, X)
     metrics["n"] = len(y)
     return metrics, predicted

@@ -19,6 +19,7 @@ from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_sc
 from sklearn.pipeline import Pipeline
 
 from classifiers.heads import HEADS, HeadParams, MLPParams
+from classifiers.probe import fixed_by_hand, is_swept, sweep_C
 
 __all__ = ["FitResult", "fit_head", "fit_streaming"]
 
@@ -32,6 +33,7 @@ class FitResult:
     fit_seconds: float
     cv: list[dict[str, Any]] = field(default_factory=list)  # one row per grid point
     selected_on: str | None = None  # "val", "train_cv", or None when nothing was chosen
+    probe: dict[str, Any] | None = None  # a linear head's C: the sweep, or fixed by hand
 
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -120,19 +122,31 @@ def fit_head(
     y: np.ndarray,
     n_jobs: int = 1,
     val: Split | None = None,
+    val_source: str = "val/",
 ) -> FitResult:
     """Fit on ``X`` (array of shape (n_images, dim)) and labels ``y``.
 
-    ``val`` (codes, labels) is the split that chooses grid points and the MLP's stopping
-    epoch; never pass the split the head is evaluated on.
+    ``val`` (codes, labels) is the split that chooses grid points, the MLP's stopping
+    epoch and a swept C; never pass the split the head is evaluated on. A swept C is the
+    linear-probe protocol (:mod:`classifiers.probe`): the final model is refitted on train
+    and val together, so ``val`` is required then.
     """
     started = time.perf_counter()
     cv_rows: list[dict[str, Any]] = []
+    probe = fixed_by_hand(params)
+    swept = is_swept(params)
     if params.grid:
         params, cv_rows = _grid_search(kind, params, X, y, val, n_jobs)
+    elif swept:
+        if val is None:
+            raise ValueError("a swept C needs a val split; carve one with data.carve_val")
+        sweep = sweep_C(kind, params, X, y, *val, val_source)
+        params, probe = replace(params, C=sweep.chosen), sweep.as_json()
+        X, y, val = np.concatenate([X, val[0]]), np.concatenate([y, val[1]]), None
     model = _fit(kind, params, X, y, val)
-    selected_on = _selected_on(params, bool(cv_rows), val)
-    return FitResult(model, params, time.perf_counter() - started, cv_rows, selected_on)
+    selected_on = "val" if swept else _selected_on(params, bool(cv_rows), val)
+    elapsed = time.perf_counter() - started
+    return FitResult(model, params, elapsed, cv_rows, selected_on, probe)
 
 
 def fit_streaming(

@@ -32,6 +32,7 @@ __all__ = [
     "EstimatorError",
     "HeadParams",
     "HeadSpec",
+    "LinearParams",
     "LogRegParams",
     "MLPParams",
     "SGDParams",
@@ -57,16 +58,32 @@ class HeadParams:
 
 
 @dataclass(frozen=True)
-class LogRegParams(HeadParams):
-    C: float = field(default=1.0, metadata={"min_exclusive": 0})
+class LinearParams(HeadParams):
+    """Heads whose C the linear-probe protocol chooses (``classifiers/probe.py``)."""
+
+    # "sweep": chosen on val from sweep_points log-spaced values in [sweep_low, sweep_high],
+    # then refitted on train + val; a number: fixed by hand, as the report then says.
+    C: float | str = field(default="sweep", metadata={"choices": ("sweep",), "min_exclusive": 0})
+    sweep_low: float = field(default=1e-6, metadata={"min_exclusive": 0})
+    sweep_high: float = field(default=1e5, metadata={"min_exclusive": 0})
+    sweep_points: int = field(default=12, metadata={"min": 2})  # one per decade
+    # Without a val/ folder, this fraction of train, carved by content hash, chooses C.
+    val_fraction: float = field(default=0.1, metadata={"min_exclusive": 0, "max": 0.5})
+
+
+@dataclass(frozen=True)
+class LogRegParams(LinearParams):
     max_iter: int = field(default=2000, metadata={"min": 1})
     class_weight: str | None = field(default=None, metadata={"choices": (None, "balanced")})
 
 
 @dataclass(frozen=True)
-class SVMParams(HeadParams):
+class SVMParams(LinearParams):
+    # liblinear slows by orders of magnitude past C ~ 100 on standardised codes
+    sweep_low: float = field(default=1e-4, metadata={"min_exclusive": 0})
+    sweep_high: float = field(default=1e2, metadata={"min_exclusive": 0})
+    sweep_points: int = field(default=7, metadata={"min": 2})
     kernel: str = field(default="linear", metadata={"choices": ("linear", "rbf")})
-    C: float = field(default=1.0, metadata={"min_exclusive": 0})
     gamma: str | float = field(  # rbf only
         default="scale", metadata={"choices": ("scale", "auto"), "min_exclusive": 0}
     )

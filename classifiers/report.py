@@ -16,13 +16,14 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from classifiers.compare import ALPHA, Entry, Metrics, Versus, grid_axes, rank
+from classifiers.compare import ALPHA, Entry, Metrics, Versus, chosen_C, grid_axes, rank
 from features.files import atomic_open, atomic_path, write_text
 
 __all__ = [
     "plot_accuracy_heatmap",
     "plot_accuracy_vs_fit_time",
     "plot_confusion",
+    "plot_val_accuracy_vs_C",
     "write_markdown",
     "write_tradeoff_csv",
 ]
@@ -77,20 +78,27 @@ def _columns_note(metrics: Metrics) -> str:
 def _ranking_table(metrics: Metrics) -> list[str]:
     lines = [
         "| rank | head | features | accuracy [95% CI] | balanced acc. | macro F1 [95% CI] "
-        "| fit s | predict ms/1k | predicts from | model KiB |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "| ECE | C | fit s | predict ms/1k | predicts from | model KiB |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for position, entry in enumerate(rank(metrics), 1):
         m = metrics[entry]
         lines.append(
             f"| {position} | {entry.head} | {entry.features} | {_with_interval(m, 'accuracy')} "
             f"| {_number(m['balanced_accuracy'])} | {_with_interval(m, 'macro_f1')} "
-            f"| {_number(m['fit_seconds'], '.2f')} | {_number(m['predict_ms_per_1000'], '.2f')} "
+            f"| {_number(m.get('ece'))} | {_C_cell(m)} | {_number(m['fit_seconds'], '.2f')} "
+            f"| {_number(m['predict_ms_per_1000'], '.2f')} "
             f"| {entry.predicts_from} | {_number(m['model_bytes'] / 1024, '.0f')} |"
         )
     if any(entry.stage_kind == "finetune" for entry in metrics):
         lines += ["", _COST_NOTE]
     return lines
+
+
+def _C_cell(m: dict[str, Any]) -> str:
+    """``0.01 (sweep)``, ``1 (by hand)``, or empty for a head without a C."""
+    chosen = chosen_C(m)
+    return f"{chosen['C']:.3g} ({chosen['C_set_by']})" if chosen else ""
 
 
 _COST_NOTE = (
@@ -259,6 +267,28 @@ def plot_accuracy_vs_fit_time(path: Path, metrics: Metrics) -> None:
     _title(axes, "accuracy vs fit time", _random(metrics))
     axes.grid(alpha=0.3)
     _save(figure, path)
+
+
+def plot_val_accuracy_vs_C(path: Path, metrics: Metrics) -> bool:
+    """Validation accuracy along each swept head's C path, its chosen C marked; False
+    (nothing written) when no head swept C."""
+    swept = {e: m["probe"] for e, m in metrics.items() if (m.get("probe") or {}).get("C")}
+    if not swept:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for index, (entry, probe) in enumerate(sorted(swept.items(), key=lambda p: p[0].name)):
+        colour = f"C{index % 10}"
+        axes.plot(probe["C"], probe["val_accuracy"], marker=".", color=colour, label=entry.name)
+        best = probe["C"].index(probe["chosen"])
+        axes.scatter(probe["chosen"], probe["val_accuracy"][best], s=80, color=colour, zorder=3)
+    axes.set_xscale("log")
+    axes.set_xlabel("C (log scale; large dot: chosen)")
+    axes.set_ylabel("validation accuracy")
+    axes.legend(fontsize="small")
+    _title(axes, "validation accuracy vs C", _random(metrics))
+    axes.grid(alpha=0.3)
+    _save(figure, path)
+    return True
 
 
 def write_tradeoff_csv(path: Path, metrics: Metrics) -> None:

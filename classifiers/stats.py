@@ -16,8 +16,10 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
     "CONFIDENCE",
+    "ECE_BINS",
     "bootstrap_intervals",
     "discordant_counts",
+    "expected_calibration_error",
     "json_safe",
     "mcnemar_exact",
 ]
@@ -118,3 +120,25 @@ def mcnemar_exact(b: int, c: int) -> float:
     if b + c == 0:
         return 1.0
     return float(binomtest(b, b + c, 0.5).pvalue)
+
+
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017
+
+
+def expected_calibration_error(
+    actual: np.ndarray, probabilities: np.ndarray, classes: np.ndarray
+) -> float:
+    """How far the top class's probability is from how often it is right: the bins'
+    |accuracy - mean confidence|, weighted by their share of images. 0 is calibrated.
+
+    ``probabilities`` is an array of shape (n_images, n_classes), columns in ``classes``'
+    order. A head can be accurate and overconfident; accuracy alone hides it.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = np.asarray(classes)[probabilities.argmax(axis=1)] == np.asarray(actual)
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    gaps = [
+        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
+        for b in np.unique(bins)
+    ]
+    return float(np.sum(gaps))

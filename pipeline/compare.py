@@ -16,6 +16,7 @@ from classifiers.report import (
     plot_accuracy_heatmap,
     plot_accuracy_vs_fit_time,
     plot_confusion,
+    plot_val_accuracy_vs_C,
     write_markdown,
     write_tradeoff_csv,
 )
@@ -75,6 +76,7 @@ def main(argv: Sequence[str]) -> None:
         )
     plot_accuracy_heatmap(args.plots / "accuracy_heatmap.png", metrics)
     plot_accuracy_vs_fit_time(args.plots / "accuracy_vs_fit_time.png", metrics)
+    plot_val_accuracy_vs_C(args.plots / "val_accuracy_vs_C.png", metrics)
     print(args.report.read_text())
 
 

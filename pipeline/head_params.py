@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from classifiers.heads import HEADS, EstimatorError, HeadParams, SklearnParams, make_estimator
+from classifiers.heads import (
+    HEADS,
+    EstimatorError,
+    HeadParams,
+    LinearParams,
+    SklearnParams,
+    make_estimator,
+)
 from pipeline.schema import parse
 
 __all__ = ["HeadEntry", "parse_head"]
@@ -85,6 +92,22 @@ def _check_grid(
                 check(key, candidate)
 
 
+def _check_sweep(params: LinearParams, where: str, grid: Any, problems: list[str]) -> None:
+    """A swept C needs a range to sweep, and a grid that leaves C out needs a C by hand."""
+    if params.C != "sweep":
+        return
+    if params.sweep_low >= params.sweep_high:
+        problems.append(
+            f"{where}.sweep_low: got {params.sweep_low} with sweep_high {params.sweep_high}; "
+            f"allowed: sweep_low < sweep_high"
+        )
+    if isinstance(grid, dict) and "C" not in grid:
+        problems.append(
+            f"{where}.grid: C is 'sweep' (the default) and the grid leaves it out; add C to "
+            f"the grid, or give C a value"
+        )
+
+
 def parse_head(
     name: str, raw: Any, problems: list[str], section: str = "heads"
 ) -> HeadEntry | None:
@@ -114,6 +137,8 @@ def parse_head(
     else:
         grid_checks = _builtin_grid(cls, raw, where, problems)
     grid = raw.get("grid")
+    if isinstance(params, LinearParams):
+        _check_sweep(params, where, grid, problems)
     if isinstance(grid, dict) and grid_checks is not None:
         owner = params.estimator if isinstance(params, SklearnParams) else kind
         _check_grid(where, owner, grid, *grid_checks, problems)

@@ -17,6 +17,7 @@ from classifiers.block import block_init
 from classifiers.block_fit import fit_block_on_store
 from classifiers.data import (
     SplitPlan,
+    carve_val,
     class_names,
     iter_split,
     load_split,
@@ -27,6 +28,7 @@ from classifiers.evaluate import evaluate
 from classifiers.fit import FitResult, fit_head, fit_streaming
 from classifiers.heads import HEADS
 from classifiers.persist import save_head
+from classifiers.probe import is_swept
 from features.compute.extract import random_weights_banner
 from features.data.manifest import ManifestRow, read_manifest
 from features.errors import UserError
@@ -102,11 +104,17 @@ def _fit(
         )
         return result, n_train
     train = load_split(rows, "train", store)
-    val = None
+    val, source = None, f"{plan.select}/"
     if plan.select:
         held_out = load_split(rows, plan.select, store)
         val = (held_out.X, held_out.y)
-    return fit_head(entry.kind, entry.params, train.X, train.y, val=val), len(train.y)
+    elif is_swept(entry.params):
+        fraction = entry.params.val_fraction
+        train, carved = carve_val(train, fraction)
+        val, source = (carved.X, carved.y), f"carved from train ({fraction:.0%}, by content hash)"
+    result = fit_head(entry.kind, entry.params, train.X, train.y, val=val, val_source=source)
+    refitted = len(val[1]) if val is not None and is_swept(entry.params) else 0
+    return result, len(train.y) + refitted
 
 
 def _warn_missing(rows: list[ManifestRow], split: str) -> list[str]:
@@ -172,6 +180,7 @@ def main(argv: Sequence[str]) -> None:
             "selected_on": result.selected_on,
             "params": asdict(result.params),
             "cv": result.cv,
+            "probe": result.probe,
             "backbone": fingerprint.backbone,
             "weights": fingerprint.weights,
             "random_weights": fingerprint.is_random,

@@ -29,6 +29,7 @@ __all__ = [
     "DataReport",
     "ManifestRow",
     "assign_split",
+    "content_draw",
     "build_manifest",
     "read_manifest",
     "write_files_csv",
@@ -48,9 +49,14 @@ class ManifestRow:
     split: str
 
 
+def content_draw(sha256: str, salt: str) -> float:
+    """A number in [0, 1) fixed by the image's content and the salt alone."""
+    return int(hashlib.sha256(f"{salt}:{sha256}".encode()).hexdigest()[:15], 16) / 16**15
+
+
 def assign_split(sha256: str, salt: str, test_fraction: float, val_fraction: float = 0.0) -> str:
     """A split that depends only on the image's content and the salt, never on its peers."""
-    draw = int(hashlib.sha256(f"{salt}:{sha256}".encode()).hexdigest()[:15], 16) / 16**15
+    draw = content_draw(sha256, salt)
     if draw < test_fraction:
         return "test"
     if draw < test_fraction + val_fraction:

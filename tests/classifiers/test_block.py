@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from classifiers.block import block_init
-from classifiers.block_fit import ALIGNMENT_TOLERANCE, carve_val, check_alignment, fit_block
-from classifiers.data import load_split
+from classifiers.block_fit import ALIGNMENT_TOLERANCE, check_alignment, fit_block
+from classifiers.data import carve_val, load_split
 from classifiers.heads import BlockParams
 from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef

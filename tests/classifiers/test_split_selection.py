@@ -124,7 +124,7 @@ def test_grid_is_scored_on_val_as_one_fold_and_the_winner_fitted_on_train() -> N
 def test_without_val_the_grid_uses_cv_on_train_and_nothing_else_is_selected() -> None:
     X, y = _blobs(20, 0)
     assert fit_head("logreg", LogRegParams(grid={"C": [1.0]}), X, y).selected_on == "train_cv"
-    assert fit_head("logreg", LogRegParams(), X, y).selected_on is None
+    assert fit_head("logreg", LogRegParams(C=1.0), X, y).selected_on is None
 
 
 def test_mlp_early_stops_on_val_and_keeps_its_best_epoch() -> None:

@@ -221,7 +221,7 @@ def test_non_finite_floats_are_refused_at_any_depth():
 def test_yaml_non_finite_spellings_are_refused(tmp_path, text):
     path = tmp_path / "params.yaml"
     path.write_text(TEST_PARAMS_FILE.read_text().replace("    C: 1.0", f"    C: {text}", 1))
-    with pytest.raises(ParamsError, match=r"heads\.logreg\.C: got -?(nan|inf); allowed: a finite"):
+    with pytest.raises(ParamsError, match=r"heads\.svm\.C: got -?(nan|inf); allowed: a finite"):
         load_params(path)
 
 
