@@ -113,6 +113,10 @@ class Paths:
     def model_for(self, head: str, feature_set: str) -> Path:
         return Path(self.models) / feature_set / f"{head}.joblib"
 
+    def finetuned_for(self, name: str) -> Path:
+        """A ``finetune@<name>`` network: ``<models>/finetune/<name>.pt`` (as in dvc.yaml)."""
+        return Path(self.models) / "finetune" / f"{name}.pt"
+
     def metrics_for(self, head: str, feature_set: str) -> Path:
         return Path(self.metrics) / feature_set / f"{head}.json"
 

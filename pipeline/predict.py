@@ -5,8 +5,9 @@ extensions only, hidden and system files ignored, symlinks leaving it not follow
 ``@list.txt`` (a file or folder per line, relative to the list's folder or absolute; blank
 lines and ``#`` comments ignored). Images already in the store reuse their stored codes
 (identified by content, wherever the file now lives); the others are read, decoded and
-encoded in batches exactly as the head's training codes were. A file that cannot be
-predicted gets an error row and every other file is still predicted: exit 1 then.
+encoded in batches exactly as the head's training codes were. A ``finetune@<name>``
+network predicts from the images themselves: it runs whole for every file. A file that
+cannot be predicted gets an error row and every other file is still predicted: exit 1 then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.finetune import FinetuneSidecar, load_finetuned, predict_images
 from classifiers.persist import load_head
 from features.compute.encode import encode_files
 from features.compute.extract import random_weights_banner
@@ -31,10 +33,11 @@ from features.errors import UserError
 from features.files import atomic_open, file_sha256
 from features.store import FeatureStore
 from features.store.fingerprint import Fingerprint
+from features.store.shards import Failure
 from pipeline.cli import ArgumentParser, run
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 
-STORE, COMPUTED = "store", "computed"
+STORE, COMPUTED, NETWORK = "store", "computed", "network"
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Prediction:
     sha256: str = ""
     label: str = ""
     values: dict[str, float] = field(default_factory=dict)  # ranked, best first
-    codes: str = ""  # store | computed
+    codes: str = ""  # store | computed | network (a fine-tuned network ran on the image)
     error: str = ""
 
 
@@ -66,6 +69,14 @@ class Head:
     def classes(self) -> list[str]:
         return [str(label) for label in self.model.classes_]
 
+    @property
+    def weights(self) -> str:
+        return self.fingerprint.weights
+
+    @property
+    def is_random(self) -> bool:
+        return self.fingerprint.is_random
+
     def values(self, codes: np.ndarray) -> np.ndarray:
         """Array of shape (n_images, n_classes), whatever the estimator returns natively."""
         codes = codes.astype(np.float32)
@@ -77,6 +88,29 @@ class Head:
         scores = self.model.decision_function(codes)
         # Two classes give one score per image, positive for classes_[1].
         return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
+
+
+@dataclass(frozen=True)
+class FinetunedHead:
+    """A ``finetune@<name>`` network, as ``predict`` reports it: probabilities always."""
+
+    sidecar: FinetuneSidecar
+    kind: str = "probabilities"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.sidecar.classes)
+
+    @property
+    def weights(self) -> str:
+        return self.sidecar.weights
+
+    @property
+    def is_random(self) -> bool:
+        return self.sidecar.random_weights
+
+
+AnyHead = Head | FinetunedHead
 
 
 def _list_entries(argument: str) -> list[Path]:
@@ -157,26 +191,67 @@ def _label(
 ) -> None:
     """Label every row of every hash from its codes, and say where the codes came from."""
     for sha, values in zip(hashes, head.values(codes), strict=True):
-        ranked = dict(sorted(zip(head.classes, values.tolist(), strict=True), key=lambda p: -p[1]))
-        for row in rows_of.pop(sha):
-            row.label, row.values, row.codes = next(iter(ranked)), ranked, origin
+        _label_one(rows_of, head.classes, sha, values, origin)
 
 
-def predict(
-    head_name: str, arguments: Sequence[str], params_path: Path, features: str | None = None
-) -> tuple[list[Prediction], Head]:
-    """One row per input file, in input order, and the head (trained on the feature set
-    ``features``, by default the only one) that labelled them."""
-    params = load_params(params_path)
-    features = params.feature_set(features, head_name)
-    model, sidecar = load_head(params.paths.model_for(head_name, features))
-    head = Head(model, Fingerprint.from_json(sidecar.fingerprint))
-    rows = collect_inputs(arguments)
+def _label_one(
+    rows_of: dict[str, list[Prediction]],
+    classes: list[str],
+    sha: str,
+    values: np.ndarray,
+    origin: str,
+) -> None:
+    """Label every row of one image from its class values (ranked, best first)."""
+    ranked = dict(sorted(zip(classes, values.tolist(), strict=True), key=lambda p: -p[1]))
+    for row in rows_of.pop(sha):
+        row.label, row.values, row.codes = next(iter(ranked)), ranked, origin
+
+
+def _by_hash(rows: list[Prediction]) -> dict[str, list[Prediction]]:
+    """The rows still to label, by content hash: one computation per distinct image."""
     rows_of: dict[str, list[Prediction]] = defaultdict(list)
     for row in rows:
         _hash(row)
         if not row.error:
             rows_of[row.sha256].append(row)
+    return rows_of
+
+
+def _fail(rows_of: dict[str, list[Prediction]], failures: Sequence[Failure]) -> None:
+    for failure in failures:
+        for row in rows_of.pop(failure.sha256):
+            row.error = f"{failure.reason}: {failure.detail}"
+
+
+def _predict_finetuned(
+    name: str, rows: list[Prediction], params: Params
+) -> tuple[list[Prediction], FinetunedHead]:
+    """Every image through the fine-tuned network, as the stage evaluated it."""
+    net, sidecar = load_finetuned(params.paths.finetuned_for(name), params.extract.channels_last)
+    rows_of = _by_hash(rows)
+    refs = [ImageRef(sha, Path(group[0].path)) for sha, group in rows_of.items()]
+    head = FinetunedHead(sidecar)
+    for batch in predict_images(net, sidecar, refs, params.extract, params.data.limits):
+        _fail(rows_of, batch.failures)
+        ranked = zip(batch.hashes, batch.probabilities, strict=True)
+        for sha, values in ranked:
+            _label_one(rows_of, head.classes, sha, values, NETWORK)
+    return rows, head
+
+
+def predict(
+    head_name: str, arguments: Sequence[str], params_path: Path, features: str | None = None
+) -> tuple[list[Prediction], AnyHead]:
+    """One row per input file, in input order, and the head (trained on the feature set
+    ``features``, by default the only one; or a fine-tuned network) that labelled them."""
+    params = load_params(params_path)
+    if head_name in params.finetune and head_name not in {**params.heads, **params.block_heads}:
+        return _predict_finetuned(head_name, collect_inputs(arguments), params)
+    features = params.feature_set(features, head_name)
+    model, sidecar = load_head(params.paths.model_for(head_name, features))
+    head = Head(model, Fingerprint.from_json(sidecar.fingerprint))
+    rows = collect_inputs(arguments)
+    rows_of = _by_hash(rows)
     chunk = params.extract.batch_size
     store = params.paths.store_for(features)
     for hashes, codes in _stored(store, head.fingerprint, list(rows_of), chunk):
@@ -185,15 +260,13 @@ def predict(
         refs = [ImageRef(sha, Path(group[0].path)) for sha, group in rows_of.items()]
         limits = params.data.limits
         for batch in encode_files(refs, params.extract, limits, expected=head.fingerprint):
-            for failure in batch.failures:
-                for row in rows_of.pop(failure.sha256):
-                    row.error = f"{failure.reason}: {failure.detail}"
+            _fail(rows_of, batch.failures)
             if batch.hashes:
                 _label(rows_of, head, batch.hashes, batch.codes.numpy(), COMPUTED)
     return rows, head
 
 
-def _json_text(name: str, rows: Sequence[Prediction], head: Head) -> str:
+def _json_text(name: str, rows: Sequence[Prediction], head: AnyHead) -> str:
     results = []
     for row in rows:
         fields = asdict(row)
@@ -201,14 +274,14 @@ def _json_text(name: str, rows: Sequence[Prediction], head: Head) -> str:
         results.append(fields)
     document = {
         "head": name,
-        "weights": head.fingerprint.weights,
-        "random_weights": head.fingerprint.is_random,
+        "weights": head.weights,
+        "random_weights": head.is_random,
         "results": results,
     }
     return json.dumps(document, indent=2) + "\n"
 
 
-def write_csv(path: Path, rows: Sequence[Prediction], head: Head) -> None:
+def write_csv(path: Path, rows: Sequence[Prediction], head: AnyHead) -> None:
     """One line per file: a ``p_<class>`` (``score_``, ``vote_``) column per class."""
     prefix = {"probabilities": "p_", "scores": "score_", "votes": "vote_"}[head.kind]
     with atomic_open(path, "w", newline="") as stream:
@@ -224,19 +297,23 @@ def _line(row: Prediction) -> str:
     if row.error:
         return f"{row.path}: skipped ({row.error})"
     top = ", ".join(f"{label} {value:.3f}" for label, value in row.values.items())
-    origin = "codes from the store" if row.codes == STORE else "codes computed now"
+    origin = {
+        STORE: "codes from the store",
+        COMPUTED: "codes computed now",
+        NETWORK: "fine-tuned network run on the image",
+    }[row.codes]
     return f"{row.path}: {row.label}  ({top}; {origin})"
 
 
-def _write(out: Path, as_json: bool, name: str, rows: Sequence[Prediction], head: Head) -> None:
+def _write(out: Path, as_json: bool, name: str, rows: Sequence[Prediction], head: AnyHead) -> None:
     """The table, written whole or not at all; what happened goes to stderr."""
     if as_json:
         with atomic_open(out) as stream:
             stream.write(_json_text(name, rows, head))
     else:
         write_csv(out, rows, head)
-    if head.fingerprint.is_random:
-        print(random_weights_banner(head.fingerprint.weights), file=sys.stderr)
+    if head.is_random:
+        print(random_weights_banner(head.weights), file=sys.stderr)
     print(f"wrote {out}: {len(rows)} rows", file=sys.stderr)
 
 
@@ -257,8 +334,8 @@ def main(argv: Sequence[str]) -> int:
     elif args.json:
         sys.stdout.write(_json_text(args.head, rows, head))
     else:
-        if head.fingerprint.is_random:
-            print(random_weights_banner(head.fingerprint.weights))
+        if head.is_random:
+            print(random_weights_banner(head.weights))
         for row in rows:
             print(_line(row))
     failed = sum(bool(row.error) for row in rows)

@@ -45,6 +45,7 @@ from features.data.synthetic import make_dataset
 from features.errors import UserError
 from features.files import TMP_PREFIX, file_sha256
 from pipeline import finetune as stage
+from pipeline import predict as predict_cli
 from tests.classifiers.finetune_setup import make_images, tiny_job, tiny_net
 from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS
 
@@ -318,3 +319,25 @@ def test_a_model_holding_pickled_objects_is_refused_even_with_a_matching_sidecar
 def test_an_unknown_finetune_name_is_one_user_error(stage_run: StageRun):
     with pytest.raises(UserError, match=r"finetune 'nope' is not configured; .*finetune: tiny"):
         stage.main(["nope", *stage_run.argv[1:]])
+
+
+def test_the_predict_cli_runs_the_fine_tuned_network_and_says_so(
+    stage_run: StageRun, tmp_path: Path, capsys
+):
+    params = yaml.safe_load((stage_run.root / "params.yaml").read_text())
+    (tmp_path / "models").mkdir()
+    _copy_model(stage_run, tmp_path / "models" / "finetune")  # where dvc.yaml puts it
+    params["paths"]["models"] = str(tmp_path / "models")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    image = next((stage_run.root / "images").rglob("*.jpg"))
+    missing = tmp_path / "missing.jpg"
+    argv = ["--head", "tiny", str(image), str(missing), "--params", str(tmp_path / "params.yaml")]
+    assert predict_cli.main(argv) == 1
+    out = capsys.readouterr()
+    assert "RANDOM weights" in out.out
+    assert f"{image}: " in out.out and "fine-tuned network run on the image" in out.out
+    assert f"{missing}: skipped (missing" in out.out and "1 of 2 files" in out.err
+    rows, head = predict_cli.predict("tiny", [str(image)], tmp_path / "params.yaml")
+    classes = sorted({row.label for row in read_manifest(stage_run.root / "manifest.csv")})
+    assert rows[0].codes == "network" and head.classes == classes
+    assert abs(sum(rows[0].values.values()) - 1) < 1e-5
