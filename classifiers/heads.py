@@ -25,6 +25,7 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScale
 from sklearn.svm import SVC, LinearSVC
 
 from classifiers.block import ClassifierBlockClassifier
+from classifiers.probe_torch import TorchLogisticProbe
 
 __all__ = [
     "HEADS",
@@ -38,6 +39,7 @@ __all__ = [
     "SGDParams",
     "SVMParams",
     "SklearnParams",
+    "TorchLogRegParams",
     "build_head",
     "make_estimator",
 ]
@@ -91,6 +93,15 @@ class SVMParams(LinearParams):
     # Platt-scaled probabilities, so `predict` can print them; costs extra CV fits.
     probability: bool = True
     class_weight: str | None = field(default=None, metadata={"choices": (None, "balanced")})
+
+
+@dataclass(frozen=True)
+class TorchLogRegParams(LinearParams):
+    """Multinomial logistic regression solved in torch (``classifiers/probe_torch.py``)."""
+
+    max_iter: int = field(default=500, metadata={"min": 1})  # L-BFGS iterations per C
+    tol: float = field(default=1e-7, metadata={"min_exclusive": 0})
+    device: str = "auto"  # auto: CUDA when present
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,15 @@ def make_svm(params: SVMParams) -> Pipeline:
     return _pipeline(params, estimator)
 
 
+def make_torch_logreg(params: TorchLogRegParams) -> Pipeline:
+    return _pipeline(
+        params,
+        TorchLogisticProbe(
+            C=params.C, max_iter=params.max_iter, tol=params.tol, device=params.device
+        ),
+    )
+
+
 def make_mlp(params: MLPParams) -> Pipeline:
     return _pipeline(
         params,
@@ -319,6 +339,7 @@ class HeadSpec:
 HEADS: dict[str, HeadSpec] = {
     "logreg": HeadSpec(LogRegParams, make_logreg),
     "svm": HeadSpec(SVMParams, make_svm),
+    "torch_logreg": HeadSpec(TorchLogRegParams, make_torch_logreg),
     "mlp": HeadSpec(MLPParams, make_mlp),
     "sgd": HeadSpec(SGDParams, make_sgd, streaming=True),
     "sklearn": HeadSpec(SklearnParams, make_sklearn),

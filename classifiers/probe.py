@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import log_loss
 
 from classifiers.heads import HeadParams, LinearParams, build_head
+from classifiers.probe_torch import TorchLogisticProbe, fit_path
 
 __all__ = ["SWEEP", "Sweep", "candidates", "fixed_by_hand", "is_swept", "sweep_C"]
 
@@ -67,6 +69,59 @@ def _iterations(estimator: Any) -> int | None:
     return None if n_iter is None else int(np.max(n_iter))
 
 
+Scores = tuple[list[float], list[float | None], list[int | None]]
+
+
+def _sklearn_path(
+    estimator: Any,
+    values: list[float],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+) -> Scores:
+    """One scikit-learn fit per C, each warm-started where the estimator allows it."""
+    accuracy: list[float] = []
+    losses: list[float | None] = []
+    iterations: list[int | None] = []
+    for C in values:
+        estimator.set_params(C=C).fit(X, y)
+        accuracy.append(float(np.mean(estimator.predict(X_val) == y_val)))
+        if hasattr(estimator, "predict_proba"):
+            probabilities = estimator.predict_proba(X_val)
+            losses.append(float(log_loss(y_val, probabilities, labels=estimator.classes_)))
+        else:
+            losses.append(None)
+        iterations.append(_iterations(estimator))
+    return accuracy, losses, iterations
+
+
+def _torch_path(
+    estimator: TorchLogisticProbe,
+    values: list[float],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+) -> Scores:
+    """The whole path from :func:`classifiers.probe_torch.fit_path`, scored on val."""
+    classes = np.unique(y)
+    path = fit_path(
+        X,
+        np.searchsorted(classes, y),
+        len(classes),
+        values,
+        estimator.max_iter,
+        estimator.tol,
+        estimator.device,
+    )
+    val = torch.from_numpy(np.asarray(X_val, dtype=np.float32)).to(path.weights.device)
+    probabilities = torch.softmax(path.logits(val), dim=2).cpu().numpy()
+    accuracy = [float(np.mean(classes[p.argmax(axis=1)] == y_val)) for p in probabilities]
+    losses: list[float | None] = [float(log_loss(y_val, p, labels=classes)) for p in probabilities]
+    return accuracy, losses, list(path.iterations)
+
+
 def sweep_C(
     kind: str,
     params: LinearParams,
@@ -85,18 +140,8 @@ def sweep_C(
     values = candidates(params)
     scaler, estimator = _path_estimator(kind, params, values[0])
     X, X_val = scaler.fit_transform(X), scaler.transform(X_val)
-    accuracy: list[float] = []
-    losses: list[float | None] = []
-    iterations: list[int | None] = []
-    for C in values:
-        estimator.set_params(C=C).fit(X, y)
-        accuracy.append(float(np.mean(estimator.predict(X_val) == y_val)))
-        if hasattr(estimator, "predict_proba"):
-            probabilities = estimator.predict_proba(X_val)
-            losses.append(float(log_loss(y_val, probabilities, labels=estimator.classes_)))
-        else:
-            losses.append(None)
-        iterations.append(_iterations(estimator))
+    path = _torch_path if isinstance(estimator, TorchLogisticProbe) else _sklearn_path
+    accuracy, losses, iterations = path(estimator, values, X, y, X_val, y_val)
     best = min(
         range(len(values)),
         key=lambda i: (-accuracy[i], math.inf if losses[i] is None else losses[i], values[i]),

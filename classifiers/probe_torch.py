@@ -1,0 +1,202 @@
+"""Multinomial logistic regression in torch that fits every C of a sweep at once.
+
+Sweeping C with scikit-learn is one fit per C, warm-started at best. Here the sweep's K
+candidate heads share every pass over the codes: one product of the codes with a weight
+tensor of shape (K, dim, n_classes) scores all K, so reading the codes, the dominant cost
+for a store larger than RAM, happens once per pass for the whole sweep (as DINOv2's linear
+evaluation trains its grid of heads in one pass).
+
+Each head minimises scikit-learn's ``lbfgs`` objective for its C, the mean cross-entropy
+plus ||W||² / (2 C n) with the intercept unpenalised, so its optimum is scikit-learn's.
+Two solvers:
+
+* ``fit_path``: full-batch L-BFGS on codes in memory, one C after another, each warm-
+  started from the last (reading is free there; one joint solve converged worse).
+* ``fit_path_streaming``: minibatch Adam over chunks from :meth:`FeatureStore.iter_chunks`
+  (via :func:`classifiers.data.iter_split`), holding one chunk at a time, for stores
+  larger than RAM. It approaches the same optimum with a decaying step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from features.compute.encoder import resolve_device
+
+__all__ = ["RegPath", "TorchLogisticProbe", "fit_path", "fit_path_streaming"]
+
+Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclass
+class RegPath:
+    """K heads, one per C: weights of shape (K, dim, n_classes), intercepts (K, n_classes)."""
+
+    Cs: list[float]
+    weights: torch.Tensor
+    intercepts: torch.Tensor
+    iterations: list[int]  # per C: L-BFGS iterations, or passes over the data (streaming)
+
+    def logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Array of shape (K, n_images, n_classes)."""
+        return torch.einsum("nd,kdc->knc", X, self.weights) + self.intercepts[:, None, :]
+
+    def head(self, index: int) -> RegPath:
+        """One C's head alone, as a path of one."""
+        weights, intercepts = self.weights[index : index + 1], self.intercepts[index : index + 1]
+        return RegPath([self.Cs[index]], weights, intercepts, [self.iterations[index]])
+
+
+def _objective(path: RegPath, X: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum over heads of mean cross-entropy on (X, targets) + ||W||² / (2 C n)."""
+    logits = path.logits(X)
+    k, rows, classes = logits.shape
+    loss = (
+        torch.nn.functional.cross_entropy(
+            logits.reshape(k * rows, classes), targets.repeat(k), reduction="sum"
+        )
+        / rows
+    )
+    penalty = (path.weights**2).sum(dim=(1, 2)) / (2 * torch.tensor(path.Cs) * n)
+    return loss + penalty.to(loss.dtype).sum()
+
+
+def _empty_path(Cs: list[float], dim: int, n_classes: int, device: torch.device) -> RegPath:
+    weights = torch.zeros(len(Cs), dim, n_classes, device=device, requires_grad=True)
+    intercepts = torch.zeros(len(Cs), n_classes, device=device, requires_grad=True)
+    return RegPath(list(Cs), weights, intercepts, [0] * len(Cs))
+
+
+def _lbfgs(
+    data: torch.Tensor, labels: torch.Tensor, path: RegPath, max_iter: int, tol: float
+) -> int:
+    """Minimise ``path``'s objective in place; the iterations L-BFGS took."""
+    optimizer = torch.optim.LBFGS(
+        [path.weights, path.intercepts],
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tol * 1e-2,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = _objective(path, data, labels, len(labels))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return int(optimizer.state[path.weights].get("n_iter", 0))
+
+
+def fit_path(
+    X: np.ndarray,
+    targets: np.ndarray,
+    n_classes: int,
+    Cs: list[float],
+    max_iter: int = 500,
+    tol: float = 1e-7,
+    device: str = "cpu",
+    init: RegPath | None = None,
+) -> RegPath:
+    """Every C by full-batch L-BFGS on ``X`` (array of shape (n_images, dim)) and class
+    indices ``targets``, in the order given, each started from the previous C's solution
+    (the first from ``init``'s, if given): with the codes in memory, one solve per C beats
+    one joint solve, whose shared line search crawls at the large Cs (measured: 218
+    iterations and 0.005 off scikit-learn's log-loss, against 11 to 35 for each alone)."""
+    where = resolve_device(device)
+    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(where)
+    labels = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(where)
+    weights, intercepts, iterations = [], [], []
+    previous = init
+    for C in Cs:
+        head = _empty_path([C], data.shape[1], n_classes, where)
+        if previous is not None:
+            with torch.no_grad():
+                head.weights.copy_(previous.weights[-1:])
+                head.intercepts.copy_(previous.intercepts[-1:])
+        iterations.append(_lbfgs(data, labels, head, max_iter, tol))
+        previous = _detached(head)
+        weights.append(previous.weights)
+        intercepts.append(previous.intercepts)
+    return RegPath(list(Cs), torch.cat(weights), torch.cat(intercepts), iterations)
+
+
+def fit_path_streaming(
+    chunks: Chunks,
+    n_rows: int,
+    dim: int,
+    n_classes: int,
+    Cs: list[float],
+    epochs: int = 20,
+    lr: float = 1e-2,
+    device: str = "cpu",
+    seed: int = 0,
+) -> RegPath:
+    """Every C at once by minibatch Adam over ``chunks(epoch)`` (``(X, class indices)``
+    pairs, shuffled per epoch), one chunk in memory; the step decays to zero by the last
+    epoch, so the heads settle at their optimum rather than around it."""
+    where = resolve_device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        path = _empty_path(Cs, dim, n_classes, where)
+        optimizer = torch.optim.Adam([path.weights, path.intercepts], lr=lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1 - e / epochs)
+        for epoch in range(epochs):
+            for X, targets in chunks(epoch):
+                data = torch.from_numpy(np.asarray(X, dtype=np.float32)).to(where)
+                labels = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(where)
+                optimizer.zero_grad()
+                _objective(path, data, labels, n_rows).backward()
+                optimizer.step()
+            schedule.step()
+    path.iterations = [epochs] * len(Cs)
+    return _detached(path)
+
+
+def _detached(path: RegPath) -> RegPath:
+    return RegPath(path.Cs, path.weights.detach(), path.intercepts.detach(), path.iterations)
+
+
+class TorchLogisticProbe(ClassifierMixin, BaseEstimator):
+    """scikit-learn's multinomial ``LogisticRegression`` objective for one C, solved in
+    torch (CPU, or CUDA when ``device`` resolves to it), so the sweep's heads and the final
+    refit are the same model; persistence, ``predict`` and ``compare`` see an estimator.
+    """
+
+    def __init__(
+        self, *, C: float = 1.0, max_iter: int = 500, tol: float = 1e-7, device: str = "cpu"
+    ) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+
+    def fit(self, X: np.ndarray, y: np.ndarray, init: RegPath | None = None) -> TorchLogisticProbe:
+        self.classes_ = np.unique(y)
+        targets = np.searchsorted(self.classes_, y)
+        path = fit_path(
+            X, targets, len(self.classes_), [self.C], self.max_iter, self.tol, self.device, init
+        )
+        self.coef_ = path.weights[0].T.cpu().numpy()  # (n_classes, dim), as scikit-learn
+        self.intercept_ = path.intercepts[0].cpu().numpy()
+        self.n_iter_ = np.array(path.iterations)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        scores = self.decision_function(X)
+        scores -= scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
