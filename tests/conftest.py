@@ -16,6 +16,7 @@ from features.data.manifest import build_manifest, write_manifest
 from features.data.scan import scan_dataset
 from features.data.synthetic import make_dataset
 from pipeline.schema import parse
+from pipeline.workspace import create_workspace, run_in
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flower_photos"
 # Tests build on their own params, never on the working params.yaml a user edits.
@@ -90,3 +91,14 @@ def flowers() -> Path:
     if not FLOWERS.is_dir():
         pytest.skip(f"real dataset not found at {FLOWERS} (it lives in ../shared/datasets)")
     return FLOWERS
+
+
+def shapes_workspace(folder: Path, overrides: dict, per_class: int) -> Path:
+    """A git + DVC project on tests/params.yaml plus ``overrides``, with generated shapes
+    under SHAPES tracked by DVC and committed: what the ``dvc repro`` tests start from."""
+    root = create_workspace(folder / "project", overrides, base=TEST_PARAMS_FILE)
+    make_dataset(root / SHAPES, per_class=per_class)
+    run_in(root, "dvc", "add", "-q", SHAPES)
+    run_in(root, "git", "add", "-A")
+    run_in(root, "git", "commit", "-q", "-m", "dataset v1")
+    return root

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from features.data.synthetic import make_dataset, make_image
-from pipeline.workspace import create_workspace, run_in
-from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
+from pipeline.workspace import run_in
+from tests.conftest import SHAPES, SHAPES_OVERRIDES, shapes_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,7 @@ def _commit(workspace: Path, message: str, tag: str | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = create_workspace(
-        tmp_path_factory.mktemp("ws") / "project", OVERRIDES, base=TEST_PARAMS_FILE
-    )
-    make_dataset(root / DATA, per_class=8)
-    run_in(root, "dvc", "add", "-q", DATA)
-    _commit(root, "dataset v1")
-    return root
+    return shapes_workspace(tmp_path_factory.mktemp("ws"), OVERRIDES, per_class=8)
 
 
 def test_repro_builds_every_artifact(workspace):

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.data.synthetic import make_dataset
-from pipeline.workspace import create_workspace, run_in
-from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
+from pipeline.workspace import run_in
+from tests.conftest import SHAPES_OVERRIDES, shapes_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +35,7 @@ def _ran(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = create_workspace(
-        tmp_path_factory.mktemp("ws") / "project", OVERRIDES, base=TEST_PARAMS_FILE
-    )
-    make_dataset(root / SHAPES, per_class=6)
-    run_in(root, "dvc", "add", "-q", SHAPES)
-    run_in(root, "git", "add", "-A")
-    run_in(root, "git", "commit", "-q", "-m", "dataset")
-    return root
+    return shapes_workspace(tmp_path_factory.mktemp("ws"), OVERRIDES, per_class=6)
 
 
 def test_one_repro_trains_frozen_block_and_finetuned_models_into_one_comparison(workspace):
