@@ -199,10 +199,16 @@ def main(argv: Sequence[str]) -> None:
     label = (
         " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
     )
+    probe = result.probe or {}
+    chosen = (
+        f", C {probe['chosen']:.3g} chosen on {probe['n_val']} val images"
+        if probe.get("fixed_by_hand") is False
+        else ""
+    )
     print(
         f"train@{args.head}-{features}: accuracy {metrics['accuracy']:.4f} on {plan.evaluate}, "
         f"fit {result.fit_seconds:.2f} s, {n_train} train / {metrics['n_test']} "
-        f"{plan.evaluate}{label}"
+        f"{plan.evaluate}{chosen}{label}"
     )
 
 

@@ -37,6 +37,10 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def load_split_rows(root: Path, split: str) -> list:
+    return [row for row in read_manifest(root / "manifest.csv") if row.split == split]
+
+
 def _params(root: Path, heads: dict[str, dict]) -> dict:
     """Every section pipeline.params requires, built here: never the user's params.yaml."""
     return {
@@ -67,7 +71,7 @@ def _params(root: Path, heads: dict[str, dict]) -> dict:
 
 @pytest.mark.parametrize("kind", sorted(k for k, spec in HEADS.items() if not spec.on_maps))
 def test_each_head_kind_trains_through_the_stage_with_default_params(
-    kind: str, store_root: Path, tmp_path: Path
+    kind: str, store_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_params(store_root, {kind: REQUIRED.get(kind, {})})))
@@ -83,6 +87,13 @@ def test_each_head_kind_trains_through_the_stage_with_default_params(
 
     metrics = json.loads(metrics_path.read_text())
     assert metrics["head"] == kind and metrics["kind"] == kind
+    if kind in ("logreg", "svm", "torch_logreg"):  # the linear-probe protocol by default
+        probe = metrics["probe"]
+        assert probe["fixed_by_hand"] is False and probe["refit_on"] == "train+val"
+        assert metrics["n_train"] == len(load_split_rows(store_root, "train"))
+        assert f"C {probe['chosen']:.3g} chosen on {probe['n_val']} val images" in (
+            capsys.readouterr().out
+        )
     for key in SCORES:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["accuracy"] <= 1.0
