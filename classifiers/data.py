@@ -24,6 +24,7 @@ __all__ = [
     "load_split",
     "missing_classes",
     "plan_splits",
+    "val_mask",
 ]
 
 EVALUATE_ON = ("auto", "test", "val")
@@ -166,19 +167,23 @@ def _subset(split: SplitData, keep: np.ndarray) -> SplitData:
     return SplitData(split.X[keep], split.y[keep], hashes)
 
 
-def carve_val(split: SplitData, fraction: float) -> tuple[SplitData, SplitData]:
-    """Train minus a val part chosen by content hash: stable, whatever the order or peers.
-
-    On a train split so small that no image draws under ``fraction``, the one with the
-    lowest draw is val, so the default settings still run on a tiny dataset.
-    """
-    draws = np.array([content_draw(sha, VAL_SALT) for sha in split.hashes])
+def val_mask(hashes: Sequence[str], fraction: float) -> np.ndarray:
+    """Which of these train images a carved val split takes: those whose content draw
+    falls under ``fraction`` (stable, whatever the order or peers); on a train split so
+    small that none does, the one with the lowest draw, so defaults run on tiny datasets."""
+    draws = np.array([content_draw(sha, VAL_SALT) for sha in hashes])
     val = draws < fraction
     if not val.any() and len(draws) > 1:
         val[draws.argmin()] = True
     if val.all() or not val.any():
         raise UserError(
-            f"carving {fraction:.0%} of {len(split.hashes)} train images as val leaves one side "
+            f"carving {fraction:.0%} of {len(hashes)} train images as val leaves one side "
             f"empty; add a val/ folder or change the head's val_fraction"
         )
+    return val
+
+
+def carve_val(split: SplitData, fraction: float) -> tuple[SplitData, SplitData]:
+    """Train minus a val part chosen by content hash (:func:`val_mask`)."""
+    val = val_mask(split.hashes, fraction)
     return _subset(split, ~val), _subset(split, val)

@@ -102,6 +102,11 @@ class TorchLogRegParams(LinearParams):
     max_iter: int = field(default=500, metadata={"min": 1})  # L-BFGS iterations per C
     tol: float = field(default=1e-7, metadata={"min_exclusive": 0})
     device: str = "auto"  # auto: CUDA when present
+    # Set for stores larger than RAM: every C trained in each pass over chunks of this many
+    # codes (minibatch Adam, `epochs` passes, step `lr` decaying to 0), never all in memory.
+    chunk_rows: int | None = field(default=None, metadata={"min": 1})
+    epochs: int = field(default=20, metadata={"min": 1})
+    lr: float = field(default=1e-2, metadata={"min_exclusive": 0})
 
 
 @dataclass(frozen=True)

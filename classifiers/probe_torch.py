@@ -46,6 +46,11 @@ class RegPath:
         """Array of shape (K, n_images, n_classes)."""
         return torch.einsum("nd,kdc->knc", X, self.weights) + self.intercepts[:, None, :]
 
+    def to(self, device: str | torch.device) -> RegPath:
+        return RegPath(
+            self.Cs, self.weights.to(device), self.intercepts.to(device), self.iterations
+        )
+
     def head(self, index: int) -> RegPath:
         """One C's head alone, as a path of one."""
         weights, intercepts = self.weights[index : index + 1], self.intercepts[index : index + 1]
@@ -179,11 +184,16 @@ class TorchLogisticProbe(ClassifierMixin, BaseEstimator):
         self.device = device
 
     def fit(self, X: np.ndarray, y: np.ndarray, init: RegPath | None = None) -> TorchLogisticProbe:
-        self.classes_ = np.unique(y)
-        targets = np.searchsorted(self.classes_, y)
+        classes = np.unique(y)
+        targets = np.searchsorted(classes, y)
         path = fit_path(
-            X, targets, len(self.classes_), [self.C], self.max_iter, self.tol, self.device, init
+            X, targets, len(classes), [self.C], self.max_iter, self.tol, self.device, init
         )
+        return self.adopt(path, classes)
+
+    def adopt(self, path: RegPath, classes: np.ndarray) -> TorchLogisticProbe:
+        """Take a one-C path's head as the fitted model (the streaming fit's result)."""
+        self.classes_ = np.asarray(classes)
         self.coef_ = path.weights[0].T.cpu().numpy()  # (n_classes, dim), as scikit-learn
         self.intercept_ = path.intercepts[0].cpu().numpy()
         self.n_iter_ = np.array(path.iterations)

@@ -26,9 +26,10 @@ from classifiers.data import (
 )
 from classifiers.evaluate import evaluate
 from classifiers.fit import FitResult, fit_head, fit_streaming
-from classifiers.heads import HEADS
+from classifiers.heads import HEADS, TorchLogRegParams
 from classifiers.persist import save_head
 from classifiers.probe import is_swept
+from classifiers.probe_stream import fit_streaming_probe
 from features.compute.extract import random_weights_banner
 from features.data.manifest import ManifestRow, read_manifest
 from features.errors import UserError
@@ -92,6 +93,8 @@ def _fit(
     """The fitted head and its number of train images; val is passed only to choose with."""
     if HEADS[entry.kind].on_maps:
         return _fit_block(entry, rows, store, plan, params)
+    if isinstance(entry.params, TorchLogRegParams) and entry.params.chunk_rows:
+        return fit_streaming_probe(entry.params, rows, store, classes, plan.select)
     if HEADS[entry.kind].streaming:
         n_train = sum(row.split == "train" for row in rows)
         result = fit_streaming(

@@ -107,3 +107,40 @@ def test_each_head_kind_trains_through_the_stage_with_default_params(
     assert [row["sha256"] for row in written] == test.hashes
     assert [row["predicted"] for row in written] == list(loaded.predict(test.X))
     assert metrics["n_test"] == len(test.y) > 0
+
+
+def _run(store_root: Path, tmp_path: Path, name: str, head: dict) -> dict:
+    params = tmp_path / f"{name}.yaml"
+    params.write_text(yaml.safe_dump(_params(store_root, {name: head})))
+    argv = [name, "--manifest", str(store_root / "manifest.csv")]
+    argv += ["--store", str(store_root / SMALL_STORE)]
+    argv += ["--model", str(tmp_path / f"{name}.joblib")]
+    argv += ["--metrics", str(tmp_path / f"{name}.json")]
+    argv += ["--predictions", str(tmp_path / f"{name}.csv"), "--params", str(params)]
+    train.main(argv)
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = {"kind": "torch_logreg", "sweep_low": 1e-3, "sweep_high": 10.0, "sweep_points": 5}
+    sweep["val_fraction"] = 0.25
+    in_memory = _run(store_root, tmp_path, "memory", sweep)
+    read = []
+    get = FeatureStore.get
+
+    def counted(self, hashes):
+        read.append(len(hashes))
+        return get(self, hashes)
+
+    monkeypatch.setattr(FeatureStore, "get", counted)
+    streamed = _run(store_root, tmp_path, "streamed", {**sweep, "chunk_rows": 4, "epochs": 40})
+    # one chunk of codes in memory at a time; only scoring reads the (small) test split whole
+    assert read and [n for n in read if n > 4] == [streamed["n_test"]]
+    assert streamed["probe"]["n_val"] == in_memory["probe"]["n_val"]
+    assert streamed["probe"]["C"] == in_memory["probe"]["C"]
+    assert streamed["n_train"] == in_memory["n_train"]
+    assert abs(streamed["accuracy"] - in_memory["accuracy"]) <= 0.2  # 6 test images
+    fixed = _run(store_root, tmp_path, "fixed", {**sweep, "chunk_rows": 4, "C": 0.5})
+    assert fixed["probe"] == {"fixed_by_hand": True, "chosen": 0.5}
