@@ -16,6 +16,7 @@ commits in this order, which the call counts below refer to::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ from features.store.fingerprint import Fingerprint
 from features.store.maintenance import verify
 from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
 from pipeline.workspace import merge
-from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, refs_for
+from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -369,7 +370,7 @@ def extract_workspace(tmp_path: Path) -> Path:
     outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
     rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
     write_manifest(tmp_path / "manifest.csv", rows)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = copy.deepcopy(TEST_PARAMS)
     params["extract"] = merge(params["extract"], SMALL_EXTRACT)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
@@ -377,7 +378,7 @@ def extract_workspace(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_sigint_commits_finished_batches_and_exits_130(extract_workspace: Path):
-    store = extract_workspace / "store"
+    store = extract_workspace / "store" / "vgg16_fc6"  # tests/params.yaml's one feature set
     command = _extract_command(extract_workspace)
     child = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     seen = _wait_for_commit(store, child)
