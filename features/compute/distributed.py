@@ -177,6 +177,7 @@ def extract_with_dask(
                     )
         finally:
             bar.close()
+        run.stores.settle_orphans()  # a dead worker's shard of a partition Dask reran
         log(
             f"extract: {partitions} partitions on "
             f"{options.address or f'a local cluster of {options.workers} workers'}"

@@ -71,3 +71,8 @@ class StoreFanout:
             for layer, writer in self.writers.items()
         ]
         return added[0]
+
+    def settle_orphans(self) -> None:
+        """:meth:`StoreWriter.settle_orphans` on every store, once all workers are done."""
+        for writer in self.writers.values():
+            writer.settle_orphans()

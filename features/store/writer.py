@@ -18,7 +18,7 @@ from features.files import file_sha256
 from features.store.errors import disk_full_is
 from features.store.fingerprint import Fingerprint
 from features.store.lock import LOCK_NAME, StoreLock
-from features.store.recovery import indexed_hashes, recover
+from features.store.recovery import adopt_orphans, indexed_hashes, recover, remove_temporaries
 from features.store.shards import (
     SHARD_DIR,
     IndexState,
@@ -180,6 +180,19 @@ class StoreWriter:
             )
         self._known.update(arriving)
         return len(arriving)
+
+    def settle_orphans(self) -> int:
+        """Clean up after other processes that wrote into the store (Dask workers): remove
+        their temporaries, delete unindexed shards whose rows are indexed already (a dead
+        worker's first attempt at a partition Dask then ran again), and index any that add
+        rows. Call only once every writer has finished; returns the rows indexed."""
+        assert self.state is not None, "open() the writer first"
+        remove_temporaries(self.root, self.log)
+        before = len(self._known)
+        adopted = adopt_orphans(self.root, self.state, self._known, self.log)
+        if adopted:
+            self._publish(replace(self.state, shards=self.state.shards + adopted))
+        return len(self._known) - before
 
     def replace_shards(
         self, removed: Sequence[str], added: Sequence[ShardRecord], drop_skips: Iterable[str] = ()
