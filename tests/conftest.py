@@ -63,16 +63,22 @@ def shapes_root(tmp_path: Path) -> Path:
 SMALL_STORE = Path("store") / "vgg16_fc6"  # where small_store() puts it, as extract does
 
 
-def small_store(root: Path, per_class: int, test_fraction: float = 0.25) -> Path:
-    """``root`` with generated ``images/``, ``manifest.csv`` and the ``vgg16_fc6`` feature
-    set's store (:data:`SMALL_STORE`), made as the stages make them; extraction is the
-    slow part, so module fixtures build it once."""
+def shapes_manifest(root: Path, per_class: int, test_fraction: float = 0.25) -> list[ImageRef]:
+    """Generated ``root/images/`` and ``root/manifest.csv`` as ``prepare`` makes them; the
+    manifest rows as extraction inputs."""
     images = root / "images"
     make_dataset(images, per_class=per_class)
     outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
     rows, _, _ = build_manifest(outcomes, images, predefined, "salt", test_fraction)
     write_manifest(root / "manifest.csv", rows)
-    refs = [ImageRef(row.sha256, images / row.path) for row in rows]
+    return [ImageRef(row.sha256, images / row.path) for row in rows]
+
+
+def small_store(root: Path, per_class: int, test_fraction: float = 0.25) -> Path:
+    """``root`` with :func:`shapes_manifest` and the ``vgg16_fc6`` feature set's store
+    (:data:`SMALL_STORE`), made as the stages make them; extraction is the slow part, so
+    module fixtures build it once."""
+    refs = shapes_manifest(root, per_class, test_fraction)
     extract_codes(
         refs, root / SMALL_STORE, SMALL_CONFIG, LIMITS, progress=False, log=lambda _: None
     )

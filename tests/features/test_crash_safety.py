@@ -39,8 +39,6 @@ import features.store.shards
 from features.compute.encoder import PendingCodes
 from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
-from features.data.manifest import build_manifest, write_manifest
-from features.data.scan import scan_dataset
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX
 from features.store import FeatureStore, StoreWriter
@@ -49,7 +47,14 @@ from features.store.fingerprint import Fingerprint
 from features.store.maintenance import verify
 from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
 from pipeline.workspace import merge
-from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS, refs_for
+from tests.conftest import (
+    LIMITS,
+    SMALL_CONFIG,
+    SMALL_EXTRACT,
+    TEST_PARAMS,
+    refs_for,
+    shapes_manifest,
+)
 from tests.killpoints import KillPoint, child_command, save_refs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,11 +370,7 @@ def _extract_command(workspace: Path) -> list[str]:
 @pytest.fixture
 def extract_workspace(tmp_path: Path) -> Path:
     """A manifest of 120 generated images and params for a small CPU extraction."""
-    images = tmp_path / "images"
-    make_dataset(images, per_class=30)
-    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
-    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
-    write_manifest(tmp_path / "manifest.csv", rows)
+    shapes_manifest(tmp_path, per_class=30)
     params = copy.deepcopy(TEST_PARAMS)
     params["extract"] = merge(params["extract"], SMALL_EXTRACT)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -19,13 +19,18 @@ import pytest
 import yaml
 
 from features.compute.extract import extract_codes
-from features.data.manifest import build_manifest, read_manifest, write_manifest
-from features.data.scan import scan_dataset
-from features.data.synthetic import make_dataset
+from features.data.manifest import read_manifest
 from features.store import FeatureStore
 from features.store.maintenance import verify
 from features.store.shards import SHARD_DIR
-from tests.conftest import LIMITS, SMALL_CONFIG, SMALL_EXTRACT, TEST_PARAMS, refs_for
+from tests.conftest import (
+    LIMITS,
+    SMALL_CONFIG,
+    SMALL_EXTRACT,
+    TEST_PARAMS,
+    refs_for,
+    shapes_manifest,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -83,11 +88,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
 
 
 def _project(tmp_path: Path, address: str) -> tuple[Path, list[str]]:
+    shapes_manifest(tmp_path, per_class=12)
     images = tmp_path / "images"
-    make_dataset(images, per_class=12)
-    outcomes, predefined = scan_dataset(images, LIMITS, n_jobs=1)
-    rows, _, _ = build_manifest(outcomes, images, predefined, "salt", 0.25)
-    write_manifest(tmp_path / "manifest.csv", rows)
     params = copy.deepcopy(TEST_PARAMS)
     params["extract"] = {
         **params["extract"],
