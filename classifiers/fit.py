@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 
@@ -93,17 +94,21 @@ def _scorer(
 def _grid_search(
     kind: str, params: HeadParams, X: np.ndarray, y: np.ndarray, val: Split | None, n_jobs: int
 ) -> tuple[HeadParams, list[dict[str, Any]]]:
-    score = _scorer(kind, params, X, y, val, n_jobs)
-    rows = []
-    for point in ParameterGrid(params.grid):
-        scores = score(replace(params, grid=None, **point))
-        rows.append(
-            {
-                "params": point,
-                "mean_accuracy": float(scores.mean()),
-                "std_accuracy": float(scores.std()),
-            }
-        )
+    """Every grid point scored, as joblib tasks: on the active joblib backend (a Dask
+    cluster under ``joblib.parallel_config(backend="dask")``), one task per point."""
+    score = _scorer(kind, params, X, y, val, 1)
+    points = list(ParameterGrid(params.grid))
+    scored = Parallel(n_jobs=n_jobs)(
+        delayed(score)(replace(params, grid=None, **point)) for point in points
+    )
+    rows = [
+        {
+            "params": point,
+            "mean_accuracy": float(scores.mean()),
+            "std_accuracy": float(scores.std()),
+        }
+        for point, scores in zip(points, scored, strict=True)
+    ]
     best = max(rows, key=lambda row: row["mean_accuracy"])
     return replace(params, grid=None, **best["params"]), rows
 

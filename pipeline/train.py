@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+
+import joblib
+from sklearn.model_selection import ParameterGrid
 
 from classifiers.block import block_init
 from classifiers.block_fit import fit_block_on_store
@@ -26,10 +29,12 @@ from classifiers.data import (
 )
 from classifiers.evaluate import evaluate
 from classifiers.fit import FitResult, fit_head, fit_streaming
-from classifiers.heads import HEADS, TorchLogRegParams
+from classifiers.heads import HEADS, HeadParams, TorchLogRegParams
 from classifiers.persist import save_head
 from classifiers.probe import is_swept
 from classifiers.probe_stream import fit_streaming_probe
+from features.compute.config import DaskConfig
+from features.compute.distributed import dask_client
 from features.compute.extract import random_weights_banner
 from features.data.manifest import ManifestRow, read_manifest
 from features.errors import UserError
@@ -82,6 +87,18 @@ def _fit_block(
         return fit_block_on_store(entry.params, rows, store, plan, init, fc6_store)
 
 
+@contextlib.contextmanager
+def _grid_backend(head: HeadParams, dask: DaskConfig) -> Iterator[int]:
+    """Where a head's grid points run: here, one after another, or as tasks on the Dask
+    cluster ``extract.dask`` names (joblib's dask backend); yields the n_jobs to ask for."""
+    if head.backend != "dask" or not head.grid:
+        yield 1
+        return
+    with dask_client(dask) as client, joblib.parallel_config(backend="dask"):
+        print(f"grid search: {len(ParameterGrid(head.grid))} points on {client.scheduler.address}")
+        yield -1
+
+
 def _fit(
     entry: HeadEntry,
     rows: list[ManifestRow],
@@ -115,7 +132,10 @@ def _fit(
         fraction = entry.params.val_fraction
         train, carved = carve_val(train, fraction)
         val, source = (carved.X, carved.y), f"carved from train ({fraction:.0%}, by content hash)"
-    result = fit_head(entry.kind, entry.params, train.X, train.y, val=val, val_source=source)
+    with _grid_backend(entry.params, params.extract.dask) as n_jobs:
+        result = fit_head(
+            entry.kind, entry.params, train.X, train.y, n_jobs=n_jobs, val=val, val_source=source
+        )
     refitted = len(val[1]) if val is not None and is_swept(entry.params) else 0
     return result, len(train.y) + refitted
 

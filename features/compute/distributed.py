@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from tqdm import tqdm
 
-__all__ = ["PartitionResult", "extract_partition", "extract_with_dask"]
+__all__ = ["PartitionResult", "dask_client", "extract_partition", "extract_with_dask"]
 
 _WORKER_STATE: dict[str, tuple[Backend, Encoder]] = {}  # per worker process, by settings
 
@@ -129,7 +129,9 @@ def extract_partition(
 
 
 @contextmanager
-def _client(options: DaskConfig) -> Iterator[Client]:
+def dask_client(options: DaskConfig) -> Iterator[Client]:
+    """A client of ``options.address``, or of a local cluster of ``options.workers``
+    single-threaded processes, closed (with the cluster) on exit."""
     from distributed import Client, LocalCluster
 
     if options.address is not None:
@@ -163,7 +165,7 @@ def extract_with_dask(
         bar = show_progress(len(run.pending), "extract (dask)", enabled=progress)
         partitions = 0
         try:
-            with _client(options) as client:
+            with dask_client(options) as client:
                 for layers, pending in run.groups:
                     partitions += _run_group(
                         client,
