@@ -69,7 +69,7 @@ def _prepare_images(work: Path, count: int) -> None:
 
 def _synthetic_store(root: Path, rows: int) -> None:
     """A store of ``rows`` random codes, written in commits of 1000 rows."""
-    from features.compute.extract import make_fingerprint
+    from features.compute.backend import make_fingerprint
     from features.store import StoreWriter
 
     fingerprint = make_fingerprint(CONFIG, "random:0", "fp32")

@@ -27,8 +27,8 @@ from classifiers.finetune.persist import KIND, FinetuneSidecar, save_finetuned
 from classifiers.finetune.runtime import Runtime, resolve_runtime
 from classifiers.finetune.train import finetune
 from features.compute.backbones import get_backbone
+from features.compute.backend import random_weights_banner
 from features.compute.config import ExtractConfig
-from features.compute.extract import random_weights_banner
 from features.compute.weights import ResolvedWeights, resolve_weights
 from features.data.manifest import read_manifest
 from features.errors import UserError

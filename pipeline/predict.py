@@ -25,8 +25,8 @@ import numpy as np
 
 from classifiers.finetune import FinetuneSidecar, load_finetuned, predict_images
 from classifiers.persist import load_head
+from features.compute.backend import random_weights_banner
 from features.compute.encode import encode_files
-from features.compute.extract import random_weights_banner
 from features.compute.loader import ImageRef
 from features.data.scan import SKIPPED, image_files
 from features.errors import UserError

@@ -33,9 +33,9 @@ from classifiers.heads import HEADS, HeadParams, TorchLogRegParams
 from classifiers.persist import save_head
 from classifiers.probe import is_swept
 from classifiers.probe_stream import fit_streaming_probe
+from features.compute.backend import random_weights_banner
 from features.compute.config import DaskConfig
 from features.compute.distributed import dask_client
-from features.compute.extract import random_weights_banner
 from features.data.manifest import ManifestRow, read_manifest
 from features.errors import UserError
 from features.files import atomic_open, write_json

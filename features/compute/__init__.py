@@ -10,11 +10,12 @@ from, hash-checked) -> ``loader`` (files to uint8 batches in worker processes, o
 """
 
 from features.compute.backbones import BACKBONES, BackboneSpec, build_extractor, get_backbone
+from features.compute.backend import make_fingerprint, random_weights_banner
 from features.compute.config import DaskConfig, ExtractConfig, ExtractReport
 from features.compute.distributed import extract_with_dask
 from features.compute.encode import encode_files, encode_images
 from features.compute.encoder import Encoder
-from features.compute.extract import extract_codes, make_fingerprint, random_weights_banner
+from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef, make_loader
 from features.compute.weights import ResolvedWeights, WeightsError, resolve_weights
 

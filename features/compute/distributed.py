@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from features.compute.backend import Backend, resolve_backend
 from features.compute.config import DaskConfig, ExtractConfig, ExtractReport
 from features.compute.encoder import Encoder, cpu_allocator_tuned
-from features.compute.extract import Backend, Run, open_run, resolve_backend, store_roots
+from features.compute.extract import Run, open_run, store_roots
 from features.compute.finite import FiniteGuard, FiniteStats
 from features.compute.loader import Failure, ImageRef, make_loader
 from features.compute.prefetch import prepare_batch

@@ -14,14 +14,10 @@ import numpy as np
 import torch
 
 from features.compute.backbones import get_backbone
+from features.compute.backend import Backend, resolve_backend
 from features.compute.config import ExtractConfig
 from features.compute.encoder import Encoder, cpu_allocator_tuned
-from features.compute.extract import (
-    Backend,
-    compile_batch,
-    resolve_backend,
-    run_loader,
-)
+from features.compute.extract import compile_batch, run_loader
 from features.compute.finite import CheckedBatch, FiniteGuard
 from features.compute.loader import ImageRef, decode_item
 from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch

@@ -11,77 +11,34 @@ Every batch's codes are checked for NaN and inf before they reach the store
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.data import DataLoader
 
-from features.compute.backbones import BackboneSpec, Layer, build_layers_extractor, get_backbone
+from features.compute.backend import Backend, random_weights_banner, resolve_backend
 from features.compute.config import ExtractConfig, ExtractReport
 from features.compute.encoder import (
     Encoder,
     PendingCodes,
     cpu_allocator_tuned,
-    resolve_device,
-    resolve_precision,
 )
 from features.compute.finite import FiniteGuard
 from features.compute.loader import Batch, ImageRef, make_loader
 from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
-from features.compute.weights import ResolvedWeights, identify_weights
 from features.data.images import ImageLimits
 from features.data.preprocess import Preprocessing
 from features.progress import progress as show_progress
 from features.store import StoreWriter
 from features.store.committer import CommitStats, Committer
 from features.store.fanout import StoreFanout
-from features.store.fingerprint import Fingerprint
 
-__all__ = [
-    "Backend",
-    "compile_batch",
-    "extract_codes",
-    "make_fingerprint",
-    "open_run",
-    "random_weights_banner",
-    "resolve_backend",
-    "run_loader",
-    "store_roots",
-]
-
-
-def random_weights_banner(identity: str) -> str:
-    return (
-        f"NOTE: {identity} - codes come from RANDOM weights, not ImageNet. They exercise the "
-        f"pipeline; any accuracy built on them says nothing about transfer learning."
-    )
-
-
-def make_fingerprint(
-    config: ExtractConfig, weights_identity: str, precision: str, layer: Layer | None = None
-) -> Fingerprint:
-    """The identity of ``layer``'s codes (default: the backbone's default layer)."""
-    spec = get_backbone(config.backbone)
-    layer = layer or spec.layer(spec.default_layer)
-    return Fingerprint(
-        backbone=spec.name,
-        layer=layer.identity,
-        dim=layer.dim,
-        weights=weights_identity,
-        preprocessing=json.dumps(config.preprocessing.describe(), sort_keys=True),
-        precision=precision,
-        dtype=config.dtype,
-        torch=torch.__version__.split("+")[0],
-        torchvision=torchvision.__version__.split("+")[0],
-    )
+__all__ = ["compile_batch", "extract_codes", "open_run", "run_loader", "store_roots"]
 
 
 def _workers(config: ExtractConfig, device: torch.device) -> int:
@@ -117,75 +74,6 @@ def compile_batch(config: ExtractConfig, device: torch.device, pending: int) -> 
         config.compile == "auto" and device.type == "cuda" and pending >= config.compile_min_images
     )
     return config.batch_size if wanted else None
-
-
-@dataclass(frozen=True)
-class Backend:
-    """What a run computes with, resolved once: network, layers, device, precision, weights."""
-
-    spec: BackboneSpec
-    device: torch.device
-    precision: str
-    weights: ResolvedWeights
-    fingerprints: dict[str, Fingerprint]  # layer name -> its codes' identity, in column order
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.fingerprints)
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        """The fingerprint of a one-layer backend (``predict``, single-store callers)."""
-        if len(self.fingerprints) != 1:
-            raise ValueError(f"{len(self.fingerprints)} layers, so no single fingerprint")
-        return next(iter(self.fingerprints.values()))
-
-    def columns(self) -> dict[str, slice]:
-        """Where each layer's codes sit in the encoder's output rows."""
-        columns, start = {}, 0
-        for layer, fingerprint in self.fingerprints.items():
-            columns[layer] = slice(start, start + fingerprint.dim)
-            start += fingerprint.dim
-        return columns
-
-    def with_layers(self, layers: Sequence[str]) -> Backend:
-        return replace(self, fingerprints={layer: self.fingerprints[layer] for layer in layers})
-
-    def encoder(self, config: ExtractConfig, compile_batch: int | None = None) -> Encoder:
-        """The network on the device; in fp16/bf16 it can build its fp32 twin for retries."""
-        extractor = build_layers_extractor(
-            self.spec, self.layers, self.weights.state_dict, config.seed
-        )
-        twin = replace(self, precision="fp32")
-        return Encoder(
-            extractor,
-            config.preprocessing,
-            self.device,
-            self.precision,
-            config.dtype,
-            config.channels_last,
-            compile_batch,
-            fp32=None if self.precision == "fp32" else partial(twin.encoder, config),
-        )
-
-
-def resolve_backend(config: ExtractConfig, layers: Sequence[str] | None = None) -> Backend:
-    """Fetch and verify weights, pick device and precision, and fingerprint each layer.
-
-    ``layers`` are names from the backbone's registry entry; None: its default layer.
-
-    Nothing heavy happens here: the tensors load, and the network is built, only in
-    :meth:`Backend.encoder`, after the store has accepted the lock and the fingerprint.
-    """
-    spec = get_backbone(config.backbone)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    weights = identify_weights(spec, config.weights, config.seed, config.weights_sha256)
-    fingerprints = {
-        name: make_fingerprint(config, weights.identity, precision, spec.layer(name))
-        for name in dict.fromkeys(layers or (spec.default_layer,))
-    }
-    return Backend(spec, device, precision, weights, fingerprints)
 
 
 @dataclass

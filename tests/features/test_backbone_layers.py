@@ -12,8 +12,8 @@ from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from features.compute.backbones import BACKBONES, build_extractor, build_layers_extractor
+from features.compute.backend import make_fingerprint
 from features.compute.config import ExtractConfig
-from features.compute.extract import make_fingerprint
 from features.errors import UserError
 
 VGG16 = BACKBONES["vgg16"]

@@ -7,9 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from features.compute.backend import resolve_backend
 from features.compute.config import DaskConfig
 from features.compute.distributed import extract_partition, extract_with_dask
-from features.compute.extract import extract_codes, resolve_backend
+from features.compute.extract import extract_codes
 from features.files import TMP_PREFIX
 from features.store import FeatureStore
 from features.store.fingerprint import Fingerprint, FingerprintMismatch

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import features.compute.extract
+import features.compute.backend
 from features.compute.config import DaskConfig
 from features.compute.distributed import extract_with_dask
 from features.compute.extract import extract_codes
@@ -70,13 +70,13 @@ def test_a_new_layer_is_computed_alone_and_the_full_store_is_not_written(
     index = stores["fc6"] / INDEX_NAME
     before = (index.stat().st_mtime_ns, index.read_bytes())
     built: list[tuple[str, ...]] = []
-    real = features.compute.extract.build_layers_extractor
+    real = features.compute.backend.build_layers_extractor
 
     def recording(spec, layer_names, *args):
         built.append(tuple(layer_names))
         return real(spec, layer_names, *args)
 
-    monkeypatch.setattr(features.compute.extract, "build_layers_extractor", recording)
+    monkeypatch.setattr(features.compute.backend, "build_layers_extractor", recording)
     report = extract_codes(refs, stores, small_config, LIMITS, progress=False, log=_quiet)
     assert built == [("fc7",)]
     assert (report.computed, report.reused, report.layers_computed) == (

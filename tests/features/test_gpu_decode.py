@@ -23,9 +23,10 @@ import torch
 from PIL import Image
 
 from features.compute.backbones import BACKBONES, build_extractor
+from features.compute.backend import make_fingerprint
 from features.compute.encode import encode_images
 from features.compute.encoder import Encoder
-from features.compute.extract import _drain, extract_codes, make_fingerprint
+from features.compute.extract import _drain, extract_codes
 from features.compute.gpu_decode import _resize_crop_batch, decode_on_device, resize_crop_tensor
 from features.compute.loader import (
     Batch,

@@ -19,12 +19,13 @@ import yaml
 from PIL import Image
 from torch import nn
 
+import features.compute.backend
 import features.compute.distributed
-import features.compute.extract
+from features.compute.backend import resolve_backend
 from features.compute.config import ExtractConfig, ExtractReport
 from features.compute.distributed import extract_partition
 from features.compute.encode import encode_images
-from features.compute.extract import extract_codes, resolve_backend
+from features.compute.extract import extract_codes
 from features.compute.finite import NON_FINITE
 from features.compute.loader import ImageRef
 from features.data.manifest import build_manifest, write_manifest
@@ -80,9 +81,9 @@ def _every_row_from_call(first: int) -> Rows:
 
 
 def _poison(monkeypatch: pytest.MonkeyPatch, rows: Rows) -> None:
-    real = features.compute.extract.build_layers_extractor
+    real = features.compute.backend.build_layers_extractor
     monkeypatch.setattr(
-        features.compute.extract,
+        features.compute.backend,
         "build_layers_extractor",
         lambda *args: _Poisoned(real(*args), rows),
     )

@@ -209,7 +209,7 @@ def test_a_fingerprint_mismatch_is_refused_before_weights_load_or_the_model_is_b
     def never(*args: object) -> None:
         raise AssertionError("the network was built for a run the store refuses")
 
-    monkeypatch.setattr("features.compute.extract.build_layers_extractor", never)
+    monkeypatch.setattr("features.compute.backend.build_layers_extractor", never)
     with pytest.raises(FingerprintMismatch, match="weights: the store holds 'random:"):
         extract_codes(refs, workspace / "store", config, LIMITS, progress=False)
 
