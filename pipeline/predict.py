@@ -15,9 +15,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +27,15 @@ from classifiers.persist import load_head
 from features.compute.backend import random_weights_banner
 from features.compute.encode import encode_files
 from features.compute.loader import ImageRef
-from features.data.scan import SKIPPED, image_files
-from features.errors import UserError
-from features.files import atomic_open, file_sha256
+from features.files import atomic_open
 from features.store import FeatureStore
 from features.store.fingerprint import Fingerprint
 from features.store.shards import Failure
 from pipeline.cli import ArgumentParser, run
 from pipeline.params import Params, load_params
+from pipeline.predict_inputs import Prediction, by_hash, collect_inputs
 
 STORE, COMPUTED, NETWORK = "store", "computed", "network"
-
-
-@dataclass
-class Prediction:
-    """One input file's row: its label and every class's value, or why it has none."""
-
-    path: str
-    sha256: str = ""
-    label: str = ""
-    values: dict[str, float] = field(default_factory=dict)  # ranked, best first
-    codes: str = ""  # store | computed | network (a fine-tuned network ran on the image)
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,60 +99,6 @@ class FinetunedHead:
 AnyHead = Head | FinetunedHead
 
 
-def _list_entries(argument: str) -> list[Path]:
-    """The paths an ``@list.txt`` argument names; a list that cannot be read is a user error."""
-    listing = Path(argument[1:])
-    try:
-        lines = listing.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise UserError(f"cannot read the list {listing}: {reason}") from error
-    entries = (line.strip() for line in lines)
-    return [listing.parent / entry for entry in entries if entry and not entry.startswith("#")]
-
-
-def _rows_for(path: Path) -> list[Prediction]:
-    """A folder's images by prepare's rules (files it refuses become error rows), or the path."""
-    if not path.is_dir():
-        return [Prediction(str(path))]
-    return [
-        Prediction(
-            str(path / found.path),
-            error=f"{found.reason}: {found.detail}" if found.bucket == SKIPPED else "",
-        )
-        for found in image_files(path)
-    ]
-
-
-def collect_inputs(arguments: Sequence[str]) -> list[Prediction]:
-    """One row per file the arguments name; every ``@list`` is read before any folder walk."""
-    paths = [
-        path
-        for argument in arguments
-        for path in (_list_entries(argument) if argument.startswith("@") else [Path(argument)])
-    ]
-    rows = [row for path in paths for row in _rows_for(path)]
-    if not rows:
-        raise UserError(f"no images in {' '.join(arguments)}; give image files or folders")
-    return rows
-
-
-def _hash(row: Prediction) -> None:
-    """Fill in the file's content hash, or its error; only regular files are opened."""
-    if row.error:
-        return
-    path = Path(row.path)
-    if not path.exists():
-        row.error = "missing: no such file"
-    elif not path.is_file():
-        row.error = "unreadable: not a regular file (a folder, FIFO, socket or device)"
-    else:
-        try:
-            row.sha256 = file_sha256(path)
-        except OSError as error:
-            row.error = f"unreadable: {error.strerror}"
-
-
 def _stored(
     store_path: Path, fingerprint: Fingerprint, hashes: list[str], chunk: int
 ) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -207,16 +139,6 @@ def _label_one(
         row.label, row.values, row.codes = next(iter(ranked)), ranked, origin
 
 
-def _by_hash(rows: list[Prediction]) -> dict[str, list[Prediction]]:
-    """The rows still to label, by content hash: one computation per distinct image."""
-    rows_of: dict[str, list[Prediction]] = defaultdict(list)
-    for row in rows:
-        _hash(row)
-        if not row.error:
-            rows_of[row.sha256].append(row)
-    return rows_of
-
-
 def _fail(rows_of: dict[str, list[Prediction]], failures: Sequence[Failure]) -> None:
     for failure in failures:
         for row in rows_of.pop(failure.sha256):
@@ -228,7 +150,7 @@ def _predict_finetuned(
 ) -> tuple[list[Prediction], FinetunedHead]:
     """Every image through the fine-tuned network, as the stage evaluated it."""
     net, sidecar = load_finetuned(params.paths.finetuned_for(name), params.extract.channels_last)
-    rows_of = _by_hash(rows)
+    rows_of = by_hash(rows)
     refs = [ImageRef(sha, Path(group[0].path)) for sha, group in rows_of.items()]
     head = FinetunedHead(sidecar)
     for batch in predict_images(net, sidecar, refs, params.extract, params.data.limits):
@@ -251,7 +173,7 @@ def predict(
     model, sidecar = load_head(params.paths.model_for(head_name, features))
     head = Head(model, Fingerprint.from_json(sidecar.fingerprint))
     rows = collect_inputs(arguments)
-    rows_of = _by_hash(rows)
+    rows_of = by_hash(rows)
     chunk = params.extract.batch_size
     store = params.paths.store_for(features)
     for hashes, codes in _stored(store, head.fingerprint, list(rows_of), chunk):
