@@ -24,6 +24,7 @@ __all__ = [
     "load_split",
     "missing_classes",
     "plan_splits",
+    "split_rows",
     "val_mask",
 ]
 
@@ -103,7 +104,9 @@ def missing_classes(rows: Sequence[ManifestRow], split: str) -> list[str]:
     return [label for label in class_names(rows) if label not in present]
 
 
-def _rows(rows: Sequence[ManifestRow], split: str, store: FeatureStore) -> list[ManifestRow]:
+def split_rows(rows: Sequence[ManifestRow], split: str, store: FeatureStore) -> list[ManifestRow]:
+    """The rows of ``split`` with codes in the store; those the store recorded as
+    undecodable are left out, and any other missing code is an error."""
     chosen = [row for row in rows if row.split == split]
     stored = store.contains([row.sha256 for row in chosen])
     kept = [row for row, ok in zip(chosen, stored, strict=True) if ok]
@@ -127,7 +130,7 @@ def load_split(
     Images the store recorded as undecodable are left out; any other missing code is an
     error, because training on a silently partial split would misreport accuracy.
     """
-    kept = _rows(rows, split, store)
+    kept = split_rows(rows, split, store)
     X = np.empty((len(kept), store.dim), dtype=np.float32)
     hashes = [row.sha256 for row in kept]
     start = 0
@@ -154,7 +157,7 @@ def iter_split(
     rows: Sequence[ManifestRow], split: str, store: FeatureStore, chunk_rows: int, seed: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Shuffled ``(X, y)`` chunks of a split, for heads that never hold it all in memory."""
-    kept = _rows(rows, split, store)
+    kept = split_rows(rows, split, store)
     order = _shuffle_rng(seed).permutation(len(kept))
     for start in range(0, len(order), chunk_rows):
         block = [kept[i] for i in order[start : start + chunk_rows]]

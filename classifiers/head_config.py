@@ -77,11 +77,21 @@ class TorchLogRegParams(LinearParams):
     """Multinomial logistic regression solved in torch (``classifiers/probe_torch.py``)."""
 
     max_iter: int = field(default=500, metadata={"min": 1})  # L-BFGS iterations per C
-    tol: float = field(default=1e-7, metadata={"min_exclusive": 0})
+    tol: float = field(default=1e-7, metadata={"min_exclusive": 0})  # the refit's
+    # The sweep's fits only rank Cs on val: scikit-learn's default tolerance is enough.
+    sweep_tol: float = field(default=1e-4, metadata={"min_exclusive": 0})
+    # Coarse-to-fine (classifiers/probe_search.py): every coarse_step-th C, stopping
+    # `patience` coarse points past the best, then the step halved around the best down
+    # to its grid neighbours; coarse_step 1 with patience null fits every C.
+    coarse_step: int = field(default=4, metadata={"min": 1})
+    patience: int | None = field(default=2, metadata={"min": 1})
     device: str = "auto"  # auto: CUDA when present
-    # Set for stores larger than RAM: every C trained in each pass over chunks of this many
-    # codes (minibatch Adam, `epochs` passes, step `lr` decaying to 0), never all in memory.
+    # Set for stores larger than RAM: codes read chunk_rows at a time, never all in memory.
     chunk_rows: int | None = field(default=None, metadata={"min": 1})
+    # With chunk_rows: lbfgs sums each full-batch gradient over one pass of chunks (the
+    # CPU's choice: arithmetic dominates, so fewer, exact fits win); adam trains every C
+    # in each pass (`epochs` passes, step `lr` decaying to 0), for when reading dominates.
+    solver: str = field(default="lbfgs", metadata={"choices": ("lbfgs", "adam")})
     epochs: int = field(default=20, metadata={"min": 1})
     lr: float = field(default=1e-2, metadata={"min_exclusive": 0})
 

@@ -14,13 +14,22 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import log_loss
 
-from classifiers.heads import HeadParams, LinearParams, build_head
-from classifiers.probe_torch import TorchLogisticProbe, fit_path
+from classifiers.heads import HeadParams, LinearParams, TorchLogRegParams, build_head
+from classifiers.probe_search import Visit, best, coarse_to_fine
+from classifiers.probe_torch import RegPath, fit_one, in_memory, score_path
+from features.compute.encoder import resolve_device
 
-__all__ = ["SWEEP", "Sweep", "candidates", "fixed_by_hand", "is_swept", "sweep_C"]
+__all__ = [
+    "SWEEP",
+    "Sweep",
+    "candidates",
+    "fixed_by_hand",
+    "is_swept",
+    "search_label",
+    "sweep_C",
+]
 
 SWEEP = "sweep"  # the value of ``C`` that asks for the protocol
 
@@ -40,16 +49,42 @@ def candidates(params: LinearParams) -> list[float]:
 class Sweep:
     """What the sweep tried and what it chose; the metrics' ``probe`` entry."""
 
-    C: list[float]  # ascending: strongest regularisation first, as the warm start runs
+    C: list[float]  # the Cs fitted, ascending (the warm start runs from the strongest up)
     val_accuracy: list[float]
     val_log_loss: list[float | None]  # None where the estimator has no probabilities
     iterations: list[int | None]  # solver iterations per fit: what the warm start saves
     chosen: float
     n_val: int
     val_source: str  # "val/" or "carved from train"
+    grid_points: int  # the grid searched; more than len(C) when the search skipped points
+    search: str  # "every point", or the coarse-to-fine settings
+
+    @classmethod
+    def of(
+        cls, visits: list[Visit], grid_points: int, n_val: int, val_source: str, search: str
+    ) -> Sweep:
+        return cls(
+            [v.C for v in visits],
+            [v.val_accuracy for v in visits],
+            [v.val_log_loss for v in visits],
+            [v.iterations for v in visits],
+            best(visits).C,
+            n_val,
+            val_source,
+            grid_points,
+            search,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {"fixed_by_hand": False, "refit_on": "train+val", **asdict(self)}
+
+
+def search_label(params: LinearParams) -> str:
+    """How the grid is searched, as the metrics record it."""
+    step, patience = getattr(params, "coarse_step", 1), getattr(params, "patience", None)
+    if step == 1 and patience is None:
+        return "every point"
+    return f"coarse-to-fine (coarse_step {step}, patience {patience})"
 
 
 def _path_estimator(kind: str, params: LinearParams, first_C: float) -> tuple[Any, Any]:
@@ -69,9 +104,6 @@ def _iterations(estimator: Any) -> int | None:
     return None if n_iter is None else int(np.max(n_iter))
 
 
-Scores = tuple[list[float], list[float | None], list[int | None]]
-
-
 def _sklearn_path(
     estimator: Any,
     values: list[float],
@@ -79,47 +111,54 @@ def _sklearn_path(
     y: np.ndarray,
     X_val: np.ndarray,
     y_val: np.ndarray,
-) -> Scores:
+) -> list[Visit]:
     """One scikit-learn fit per C, each warm-started where the estimator allows it."""
-    accuracy: list[float] = []
-    losses: list[float | None] = []
-    iterations: list[int | None] = []
-    for C in values:
+    visits = []
+    for index, C in enumerate(values):
         estimator.set_params(C=C).fit(X, y)
-        accuracy.append(float(np.mean(estimator.predict(X_val) == y_val)))
+        accuracy = float(np.mean(estimator.predict(X_val) == y_val))
+        loss = None
         if hasattr(estimator, "predict_proba"):
             probabilities = estimator.predict_proba(X_val)
-            losses.append(float(log_loss(y_val, probabilities, labels=estimator.classes_)))
-        else:
-            losses.append(None)
-        iterations.append(_iterations(estimator))
-    return accuracy, losses, iterations
+            loss = float(log_loss(y_val, probabilities, labels=estimator.classes_))
+        visits.append(Visit(index, C, accuracy, loss, _iterations(estimator)))
+    return visits
 
 
 def _torch_path(
-    estimator: TorchLogisticProbe,
+    params: TorchLogRegParams,
     values: list[float],
     X: np.ndarray,
     y: np.ndarray,
     X_val: np.ndarray,
     y_val: np.ndarray,
-) -> Scores:
-    """The whole path from :func:`classifiers.probe_torch.fit_path`, scored on val."""
+) -> list[Visit]:
+    """The grid searched coarse to fine (:mod:`classifiers.probe_search`), each fit by
+    :func:`classifiers.probe_torch.fit_one` on the codes in memory, scored on val."""
     classes = np.unique(y)
-    path = fit_path(
-        X,
-        np.searchsorted(classes, y),
-        len(classes),
-        values,
-        estimator.max_iter,
-        estimator.tol,
-        estimator.device,
-    )
-    val = torch.from_numpy(np.asarray(X_val, dtype=np.float32)).to(path.weights.device)
-    probabilities = torch.softmax(path.logits(val), dim=2).cpu().numpy()
-    accuracy = [float(np.mean(classes[p.argmax(axis=1)] == y_val)) for p in probabilities]
-    losses: list[float | None] = [float(log_loss(y_val, p, labels=classes)) for p in probabilities]
-    return accuracy, losses, list(path.iterations)
+    device = resolve_device(params.device)
+    passes, n = in_memory(X, np.searchsorted(classes, y), params.device)
+    val = in_memory(X_val, np.searchsorted(classes, y_val), params.device)[0]
+    heads: dict[int, RegPath] = {}
+
+    def fit(index: int, warm: int | None) -> tuple[float, float, int]:
+        C, warm_head = values[index], heads.get(warm) if warm is not None else None
+        head = fit_one(
+            passes,
+            n,
+            X.shape[1],
+            len(classes),
+            C,
+            warm_head,
+            params.max_iter,
+            params.sweep_tol,
+            device,
+        )
+        heads[index] = head
+        accuracy, losses, _ = score_path(head, val())
+        return accuracy[0], losses[0], head.iterations[0]
+
+    return coarse_to_fine(values, fit, params.coarse_step, params.patience)
 
 
 def sweep_C(
@@ -131,22 +170,16 @@ def sweep_C(
     y_val: np.ndarray,
     val_source: str,
 ) -> Sweep:
-    """Fit every candidate C on ``X`` (array of shape (n_images, dim)), ascending, each
-    starting from the previous solution, and score each on the val split.
-
-    The chosen C has the best val accuracy; ties go to the lower val log-loss, then to the
-    smaller C (the simpler model).
-    """
+    """Fit candidate Cs on ``X`` (array of shape (n_images, dim)), ascending, each starting
+    from a neighbouring solution, and score each on the val split (:func:`best` chooses)."""
     values = candidates(params)
     scaler, estimator = _path_estimator(kind, params, values[0])
     X, X_val = scaler.fit_transform(X), scaler.transform(X_val)
-    path = _torch_path if isinstance(estimator, TorchLogisticProbe) else _sklearn_path
-    accuracy, losses, iterations = path(estimator, values, X, y, X_val, y_val)
-    best = min(
-        range(len(values)),
-        key=lambda i: (-accuracy[i], math.inf if losses[i] is None else losses[i], values[i]),
-    )
-    return Sweep(values, accuracy, losses, iterations, values[best], len(y_val), val_source)
+    if isinstance(params, TorchLogRegParams):
+        visits = _torch_path(params, values, X, y, X_val, y_val)
+    else:
+        visits = _sklearn_path(estimator, values, X, y, X_val, y_val)
+    return Sweep.of(visits, len(values), len(y_val), val_source, search_label(params))
 
 
 def fixed_by_hand(params: HeadParams) -> dict[str, Any] | None:

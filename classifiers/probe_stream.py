@@ -1,28 +1,45 @@
-"""The linear-probe protocol on a store larger than RAM: every C of the sweep trained in
-the same pass over the codes, one chunk in memory at a time.
+"""The linear-probe protocol on a store larger than RAM, one chunk of codes in memory.
 
-The ``torch_logreg`` head with ``chunk_rows`` set comes here instead of loading its split:
-the scaler is fitted by one pass, every candidate C by
-:func:`classifiers.probe_torch.fit_path_streaming` (each chunk feeds all of them), val is
-scored chunk by chunk, and the chosen C is refitted on train + val the same way. Nothing
-holds more than one chunk of codes.
+The ``torch_logreg`` head with ``chunk_rows`` set comes here instead of loading its split.
+The scaler is fitted by one pass, then, by ``solver``:
+
+* ``lbfgs`` (default): each C is a full-batch L-BFGS fit whose every evaluation sums the
+  gradient over one pass of chunks read in store order (sequential reads), the grid is
+  searched coarse to fine (:mod:`classifiers.probe_search`), each fit warm-started from
+  its nearest fitted neighbour, and the chosen C is refitted on train + val from its
+  sweep solution. On a CPU the arithmetic, not the reading, is the cost, so the fewest
+  exact fits win.
+* ``adam``: every candidate C trained in the same pass over shuffled chunks
+  (:func:`classifiers.probe_torch.fit_path_streaming`), for when reading dominates.
+
+Val is scored chunk by chunk. Nothing holds more than one chunk of codes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from classifiers.data import iter_split, val_mask
+from classifiers.data import iter_split, split_rows, val_mask
 from classifiers.fit import FitResult
 from classifiers.heads import TorchLogRegParams, build_head
-from classifiers.probe import SWEEP, Sweep, candidates, fixed_by_hand
-from classifiers.probe_torch import RegPath, fit_path_streaming
+from classifiers.probe import SWEEP, Sweep, candidates, fixed_by_hand, search_label
+from classifiers.probe_search import Visit, best, coarse_to_fine
+from classifiers.probe_torch import (
+    Batch,
+    Passes,
+    RegPath,
+    fit_one,
+    fit_path_streaming,
+    score_path,
+)
+from features.compute.encoder import resolve_device
 from features.data.manifest import ManifestRow
 from features.store import FeatureStore
 
@@ -48,32 +65,47 @@ def _chunks(
 
 
 def _fit_scaler(
-    model: Pipeline, rows: Sequence[ManifestRow], store: FeatureStore, chunk_rows: int
+    model: Pipeline, rows: Sequence[ManifestRow], split: str, store: FeatureStore, chunk_rows: int
 ) -> None:
-    scaler = model.named_steps["scale"]
-    for X, _ in iter_split(rows, "train", store, chunk_rows, -1):
+    """A fresh scaler fitted by one pass over ``split`` in store order (sequential reads),
+    as the in-memory fit fits it on the rows the model is fitted on."""
+    scaler = clone(model.named_steps["scale"])
+    model.set_params(scale=scaler)
+    kept = split_rows(rows, split, store)
+    hashes = [kept[i].sha256 for i in store.store_order([row.sha256 for row in kept])]
+    for _, codes in store.iter_chunks(hashes, chunk_rows):
         if hasattr(scaler, "partial_fit"):
-            scaler.partial_fit(X)
+            scaler.partial_fit(codes.astype(np.float32))
         else:  # stateless (l2, none): fitting only records the width
-            scaler.fit(X)
+            scaler.fit(codes.astype(np.float32))
 
 
-def _val_scores(
-    path: RegPath, chunks: Iterator[tuple[np.ndarray, np.ndarray]]
-) -> tuple[list[float], list[float], int]:
-    """Accuracy and log-loss of every head on val, summed chunk by chunk."""
-    correct = torch.zeros(len(path.Cs))
-    loss = torch.zeros(len(path.Cs))
-    seen = 0
-    for X, targets in chunks:
-        logits = path.logits(torch.from_numpy(np.asarray(X, dtype=np.float32)))
-        labels = torch.from_numpy(targets)
-        correct += (logits.argmax(dim=2) == labels).sum(dim=1)
-        loss += torch.stack(
-            [torch.nn.functional.cross_entropy(k, labels, reduction="sum") for k in logits]
-        )
-        seen += len(targets)
-    return (correct / seen).tolist(), (loss / seen).tolist(), seen
+def _store_passes(
+    rows: Sequence[ManifestRow],
+    split: str,
+    store: FeatureStore,
+    chunk_rows: int,
+    model: Pipeline,
+    classes: np.ndarray,
+    device: torch.device,
+) -> tuple[Passes, int]:
+    """Passes over ``split``'s scaled codes and class indices in store order, one chunk
+    at a time, and the split's row count."""
+    kept = split_rows(rows, split, store)
+    order = store.store_order([row.sha256 for row in kept])
+    hashes = [kept[i].sha256 for i in order]
+    targets = torch.from_numpy(np.searchsorted(classes, [kept[i].label for i in order]))
+    scaler = model.named_steps["scale"]
+
+    def passes() -> Iterator[Batch]:
+        start = 0
+        for _, codes in store.iter_chunks(hashes, chunk_rows):
+            X = torch.from_numpy(scaler.transform(codes.astype(np.float32)))
+            stop = start + len(codes)
+            yield X.to(device), targets[start:stop].to(device)
+            start = stop
+
+    return passes, len(hashes)
 
 
 def _with_val(
@@ -89,6 +121,47 @@ def _with_val(
     return marked, "val", f"carved from train ({fraction:.0%}, by content hash)"
 
 
+# Fit these Cs on a split of these rows, from this head (L-BFGS) or from zero (Adam).
+Stream = Callable[[str, Sequence[ManifestRow], list[float], RegPath | None], RegPath]
+
+
+def _adam_sweep(
+    params: TorchLogRegParams,
+    stream: Stream,
+    rows: Sequence[ManifestRow],
+    val: Passes,
+) -> tuple[list[Visit], RegPath]:
+    """Every candidate trained in each pass over train, then scored on val."""
+    values = candidates(params)
+    path = stream("train", rows, values, None)
+    accuracy, losses, _ = score_path(path, val())
+    visits = [
+        Visit(index, C, accuracy[index], losses[index], path.iterations[index])
+        for index, C in enumerate(values)
+    ]
+    return visits, path
+
+
+def _lbfgs_sweep(
+    params: TorchLogRegParams,
+    stream: Stream,
+    rows: Sequence[ManifestRow],
+    val: Passes,
+) -> tuple[list[Visit], RegPath]:
+    """The grid searched coarse to fine, each C an L-BFGS fit warm-started from its
+    nearest fitted neighbour; the chosen C's head is the refit's starting point."""
+    values = candidates(params)
+    heads: dict[int, RegPath] = {}
+
+    def fit(index: int, warm: int | None) -> tuple[float, float, int]:
+        heads[index] = stream("train", rows, [values[index]], heads.get(warm))
+        accuracy, losses, _ = score_path(heads[index], val())
+        return accuracy[0], losses[0], heads[index].iterations[0]
+
+    visits = coarse_to_fine(values, fit, params.coarse_step, params.patience)
+    return visits, heads[best(visits).index]
+
+
 def fit_streaming_probe(
     params: TorchLogRegParams,
     rows: Sequence[ManifestRow],
@@ -100,15 +173,27 @@ def fit_streaming_probe(
     one on train + val; a C given by hand is fitted on train alone. The fitted pipeline and
     the number of images it was fitted on."""
     assert params.chunk_rows is not None
+    chunk_rows = params.chunk_rows
     started = time.perf_counter()
     labels = np.array(classes)
+    device = resolve_device(params.device)
     swept = params.C == SWEEP
     if swept:
         rows, val_split, source = _with_val(rows, select, params.val_fraction)
     model = build_head("torch_logreg", replace(params, C=1.0 if swept else params.C))
-    _fit_scaler(model, rows, store, params.chunk_rows)
+    _fit_scaler(model, rows, "train", store, chunk_rows)
 
-    def stream(split: str, marked: Sequence[ManifestRow], Cs: list[float]) -> RegPath:
+    def stream(
+        split: str, marked: Sequence[ManifestRow], Cs: list[float], init: RegPath | None
+    ) -> RegPath:
+        """Cs fitted on ``split`` of ``marked``: an L-BFGS fit (one C, from ``init``) or
+        the joint Adam path."""
+        if params.solver == "lbfgs":
+            passes, n_rows = _store_passes(marked, split, store, chunk_rows, model, labels, device)
+            tol = params.sweep_tol if split == "train" and swept else params.tol
+            return fit_one(
+                passes, n_rows, store.dim, len(labels), Cs[0], init, params.max_iter, tol, device
+            ).to("cpu")
         n_rows = sum(row.split == split for row in marked)
         return fit_path_streaming(
             lambda epoch: _chunks(marked, split, store, params, model, labels, params.seed + epoch),
@@ -123,21 +208,22 @@ def fit_streaming_probe(
         ).to("cpu")
 
     probe = fixed_by_hand(params)
-    fit_rows, fit_split, C = rows, "train", params.C
+    fit_rows, fit_split, C, start_from = rows, "train", params.C, None
     if swept:
-        values = candidates(params)
-        path = stream("train", rows, values)
-        val = _chunks(rows, val_split, store, params, model, labels, params.seed)
-        accuracy, losses, n_val = _val_scores(path, val)
-        best = min(range(len(values)), key=lambda i: (-accuracy[i], losses[i], values[i]))
-        iterations = list(path.iterations)
-        C = values[best]
-        probe = Sweep(values, accuracy, losses, iterations, C, n_val, source).as_json()
+        cpu = torch.device("cpu")
+        val, n_val = _store_passes(rows, val_split, store, chunk_rows, model, labels, cpu)
+        sweep = _lbfgs_sweep if params.solver == "lbfgs" else _adam_sweep
+        visits, chosen_head = sweep(params, stream, rows, val)
+        record = Sweep.of(visits, len(candidates(params)), n_val, source, search_label(params))
+        C, probe = record.chosen, record.as_json()
+        start_from = chosen_head.head(chosen_head.Cs.index(C)).to(device)
         fit_split = FIT
         fit_rows = [
             replace(row, split=FIT) if row.split in ("train", val_split) else row for row in rows
         ]
-    final = stream(fit_split, fit_rows, [float(C)])
+    if swept:
+        _fit_scaler(model, fit_rows, fit_split, store, chunk_rows)
+    final = stream(fit_split, fit_rows, [float(C)], start_from)
     model.named_steps["clf"].set_params(C=C).adopt(final, labels)
     elapsed = time.perf_counter() - started
     result = FitResult(

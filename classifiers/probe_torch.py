@@ -28,7 +28,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from features.compute.encoder import resolve_device
 
-__all__ = ["RegPath", "TorchLogisticProbe", "fit_path", "fit_path_streaming"]
+__all__ = [
+    "Passes",
+    "RegPath",
+    "TorchLogisticProbe",
+    "fit_one",
+    "fit_path",
+    "fit_path_streaming",
+    "in_memory",
+    "score_path",
+]
 
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]
 
@@ -57,18 +66,26 @@ class RegPath:
         return RegPath([self.Cs[index]], weights, intercepts, [self.iterations[index]])
 
 
+Batch = tuple[torch.Tensor, torch.Tensor]  # codes (float32, on the device), class indices
+Passes = Callable[[], Iterable[Batch]]  # each call makes one full pass over the data
+
+
 def _objective(path: RegPath, X: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
     """Sum over heads of mean cross-entropy on (X, targets) + ||W||² / (2 C n)."""
+    return _cross_entropy_sum(path, X, targets) / len(targets) + _penalty(path, n)
+
+
+def _cross_entropy_sum(path: RegPath, X: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = path.logits(X)
     k, rows, classes = logits.shape
-    loss = (
-        torch.nn.functional.cross_entropy(
-            logits.reshape(k * rows, classes), targets.repeat(k), reduction="sum"
-        )
-        / rows
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(k * rows, classes), targets.repeat(k), reduction="sum"
     )
-    penalty = (path.weights**2).sum(dim=(1, 2)) / (2 * torch.tensor(path.Cs) * n)
-    return loss + penalty.to(loss.dtype).sum()
+
+
+def _penalty(path: RegPath, n: int) -> torch.Tensor:
+    per_head = (path.weights**2).sum(dim=(1, 2)) / (2 * torch.tensor(path.Cs) * n)
+    return per_head.to(path.weights.dtype).sum()
 
 
 def _empty_path(Cs: list[float], dim: int, n_classes: int, device: torch.device) -> RegPath:
@@ -77,10 +94,13 @@ def _empty_path(Cs: list[float], dim: int, n_classes: int, device: torch.device)
     return RegPath(list(Cs), weights, intercepts, [0] * len(Cs))
 
 
-def _lbfgs(
-    data: torch.Tensor, labels: torch.Tensor, path: RegPath, max_iter: int, tol: float
-) -> int:
-    """Minimise ``path``'s objective in place; the iterations L-BFGS took."""
+def _lbfgs(passes: Passes, n: int, path: RegPath, max_iter: int, tol: float) -> int:
+    """Minimise ``path``'s full-batch objective in place; the iterations L-BFGS took.
+
+    Each evaluation sums the gradient over one pass of batches, so the data may be one
+    tensor in memory or chunks streamed from the store: the optimum and the iterates are
+    the same, only the memory differs.
+    """
     optimizer = torch.optim.LBFGS(
         [path.weights, path.intercepts],
         max_iter=max_iter,
@@ -92,12 +112,48 @@ def _lbfgs(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = _objective(path, data, labels, len(labels))
-        loss.backward()
-        return loss
+        total = _penalty(path, n)
+        total.backward()
+        total = total.detach()
+        for X, labels in passes():
+            loss = _cross_entropy_sum(path, X, labels) / n
+            loss.backward()
+            total = total + loss.detach()
+        return total
 
     optimizer.step(closure)
     return int(optimizer.state[path.weights].get("n_iter", 0))
+
+
+def fit_one(
+    passes: Passes,
+    n: int,
+    dim: int,
+    n_classes: int,
+    C: float,
+    init: RegPath | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+    device: str | torch.device = "cpu",
+) -> RegPath:
+    """One C by full-batch L-BFGS over ``passes`` (``n`` rows in all), started from the
+    last head of ``init`` when given: the warm start that makes a path cost a few fits."""
+    where = resolve_device(device) if isinstance(device, str) else device
+    head = _empty_path([C], dim, n_classes, where)
+    if init is not None:
+        with torch.no_grad():
+            head.weights.copy_(init.weights[-1:])
+            head.intercepts.copy_(init.intercepts[-1:])
+    head.iterations = [_lbfgs(passes, n, head, max_iter, tol)]
+    return _detached(head)
+
+
+def in_memory(X: np.ndarray, targets: np.ndarray, device: str = "cpu") -> tuple[Passes, int]:
+    """Codes already in memory as one batch on the device, and their row count."""
+    where = resolve_device(device)
+    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(where)
+    labels = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(where)
+    return (lambda: [(data, labels)]), len(labels)
 
 
 def fit_path(
@@ -115,22 +171,20 @@ def fit_path(
     (the first from ``init``'s, if given): with the codes in memory, one solve per C beats
     one joint solve, whose shared line search crawls at the large Cs (measured: 218
     iterations and 0.005 off scikit-learn's log-loss, against 11 to 35 for each alone)."""
-    where = resolve_device(device)
-    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(where)
-    labels = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(where)
-    weights, intercepts, iterations = [], [], []
+    passes, n = in_memory(X, targets, device)
+    heads = []
     previous = init
     for C in Cs:
-        head = _empty_path([C], data.shape[1], n_classes, where)
-        if previous is not None:
-            with torch.no_grad():
-                head.weights.copy_(previous.weights[-1:])
-                head.intercepts.copy_(previous.intercepts[-1:])
-        iterations.append(_lbfgs(data, labels, head, max_iter, tol))
-        previous = _detached(head)
-        weights.append(previous.weights)
-        intercepts.append(previous.intercepts)
-    return RegPath(list(Cs), torch.cat(weights), torch.cat(intercepts), iterations)
+        previous = fit_one(
+            passes, n, X.shape[1], n_classes, C, previous, max_iter, tol, resolve_device(device)
+        )
+        heads.append(previous)
+    return RegPath(
+        list(Cs),
+        torch.cat([head.weights for head in heads]),
+        torch.cat([head.intercepts for head in heads]),
+        [head.iterations[0] for head in heads],
+    )
 
 
 def fit_path_streaming(
@@ -163,6 +217,24 @@ def fit_path_streaming(
             schedule.step()
     path.iterations = [epochs] * len(Cs)
     return _detached(path)
+
+
+def score_path(path: RegPath, batches: Iterable[Batch]) -> tuple[list[float], list[float], int]:
+    """Accuracy and mean log-loss of every head of ``path``, summed batch by batch, and
+    the number of rows scored."""
+    correct = torch.zeros(len(path.Cs))
+    loss = torch.zeros(len(path.Cs))
+    seen = 0
+    with torch.no_grad():
+        for X, labels in batches:
+            logits = path.logits(X)
+            correct += (logits.argmax(dim=2) == labels).sum(dim=1).cpu()
+            per_head = [
+                torch.nn.functional.cross_entropy(k, labels, reduction="sum") for k in logits
+            ]
+            loss += torch.stack(per_head).cpu()
+            seen += len(labels)
+    return (correct / seen).tolist(), (loss / seen).tolist(), seen
 
 
 def _detached(path: RegPath) -> RegPath:

@@ -122,6 +122,11 @@ class FeatureStore:
         """Boolean mask: which of ``hashes`` have codes."""
         return self._positions(hashes)[1]
 
+    def store_order(self, hashes: Sequence[str]) -> np.ndarray:
+        """Indices that sort ``hashes`` (all stored) as the store holds them: reading them
+        in that order is sequential, shard by shard."""
+        return np.argsort(self._positions(hashes)[0], kind="stable")
+
     def get(self, hashes: Sequence[str]) -> np.ndarray:
         """Codes for ``hashes``, in that order: array of shape (len(hashes), dim)."""
         rows, found = self._positions(hashes)

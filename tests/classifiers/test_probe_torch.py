@@ -11,7 +11,13 @@ from sklearn.metrics import log_loss
 
 from classifiers.fit import fit_head
 from classifiers.heads import TorchLogRegParams
-from classifiers.probe_torch import TorchLogisticProbe, fit_path, fit_path_streaming
+from classifiers.probe_torch import (
+    TorchLogisticProbe,
+    fit_one,
+    fit_path,
+    fit_path_streaming,
+    in_memory,
+)
 
 
 def _codes(n: int, seed: int, dim: int = 64, classes: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -82,3 +88,17 @@ def test_the_torch_head_sweeps_C_on_val_and_refits_on_train_and_val():
     chosen = probe["C"].index(probe["chosen"])
     assert probe["val_accuracy"][chosen] == max(probe["val_accuracy"])
     assert result.model.predict_proba(X_val).shape == (200, 5)
+
+
+def test_summing_the_gradient_over_chunks_gives_the_one_batch_fit():
+    X, y = _codes(300, seed=8)
+    whole, n = in_memory(X, y)
+
+    def chunked():
+        for start in range(0, n, 64):
+            yield torch.from_numpy(X[start : start + 64]), torch.from_numpy(y[start : start + 64])
+
+    one = fit_one(whole, n, 64, 5, C=0.1)
+    streamed = fit_one(chunked, n, 64, 5, C=0.1)
+    np.testing.assert_allclose(streamed.weights.numpy(), one.weights.numpy(), atol=1e-4)
+    assert abs(streamed.iterations[0] - one.iterations[0]) <= 2

@@ -135,12 +135,18 @@ def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one
         return get(self, hashes)
 
     monkeypatch.setattr(FeatureStore, "get", counted)
-    streamed = _run(store_root, tmp_path, "streamed", {**sweep, "chunk_rows": 4, "epochs": 40})
+    streamed = _run(store_root, tmp_path, "streamed", {**sweep, "chunk_rows": 4})
     # one chunk of codes in memory at a time; only scoring reads the (small) test split whole
     assert read and [n for n in read if n > 4] == [streamed["n_test"]]
     assert streamed["probe"]["n_val"] == in_memory["probe"]["n_val"]
+    # the same full-batch L-BFGS fits, summed over chunks: the same search and model
     assert streamed["probe"]["C"] == in_memory["probe"]["C"]
+    assert streamed["probe"]["chosen"] == in_memory["probe"]["chosen"]
     assert streamed["n_train"] == in_memory["n_train"]
-    assert abs(streamed["accuracy"] - in_memory["accuracy"]) <= 0.2  # 6 test images
+    assert streamed["accuracy"] == in_memory["accuracy"]
+    adam = {**sweep, "chunk_rows": 4, "solver": "adam", "epochs": 40}
+    joint = _run(store_root, tmp_path, "joint", adam)
+    assert joint["probe"]["C"] == [1e-3, 1e-2, 1e-1, 1.0, 10.0]  # every C in each pass
+    assert abs(joint["accuracy"] - in_memory["accuracy"]) <= 0.2  # 6 test images
     fixed = _run(store_root, tmp_path, "fixed", {**sweep, "chunk_rows": 4, "C": 0.5})
     assert fixed["probe"] == {"fixed_by_hand": True, "chosen": 0.5}
