@@ -27,6 +27,13 @@ def _open_shard(path: Path) -> h5py.File:
     return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
 
 
+def _is_run(indices: np.ndarray) -> bool:
+    """True when ``indices`` are consecutive and ascending."""
+    return int(indices[-1]) - int(indices[0]) == len(indices) - 1 and bool(
+        np.all(np.diff(indices) == 1)
+    )
+
+
 def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` (sorted, unique) of ``dataset``: one slab read when they are dense."""
     first, last = int(rows[0]), int(rows[-1]) + 1
@@ -149,9 +156,16 @@ class FeatureStore:
         for shard_index in np.unique(shard_of):
             where = np.flatnonzero(shard_of == shard_index)
             local = rows[where] - self._offsets[shard_index]
+            codes = self._shard(self.state.shards[shard_index].name)["codes"]
+            if _is_run(where) and bool(np.all(np.diff(local) > 0)):  # in store order
+                target = np.s_[where[0] : where[-1] + 1]
+                if _is_run(local):  # straight into ``out``
+                    codes.read_direct(out, np.s_[local[0] : local[-1] + 1], target)
+                else:
+                    out[target] = _read_rows(codes, local)
+                continue
             unique, inverse = np.unique(local, return_inverse=True)
-            name = self.state.shards[shard_index].name
-            out[where] = _read_rows(self._shard(name)["codes"], unique)[inverse]
+            out[where] = _read_rows(codes, unique)[inverse]
         return out
 
     def iter_chunks(
