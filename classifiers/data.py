@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,6 @@ __all__ = [
     "SplitPlan",
     "carve_val",
     "class_names",
-    "iter_split",
     "load_split",
     "missing_classes",
     "plan_splits",
@@ -138,31 +137,6 @@ def load_split(
         X[start : start + len(codes)] = codes
         start += len(codes)
     return SplitData(X, np.array([row.label for row in kept]), hashes)
-
-
-def _shuffle_rng(seed: int) -> np.random.Generator:
-    """The generator that orders a pass; valid for every int, not just numpy's seeds.
-
-    Callers derive one seed per pass by offsetting the head's seed (``seed + epoch``), and
-    the streaming fit's scaler pass is epoch -1, so seed 0 asks for -1, which numpy
-    refuses. A negative seed draws from the first child of ``|seed|``'s stream, which
-    no plain int seed reproduces; non-negative seeds keep the stream they always had.
-    """
-    if seed >= 0:
-        return np.random.default_rng(seed)
-    return np.random.default_rng(np.random.SeedSequence(-seed).spawn(1)[0])
-
-
-def iter_split(
-    rows: Sequence[ManifestRow], split: str, store: FeatureStore, chunk_rows: int, seed: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled ``(X, y)`` chunks of a split, for heads that never hold it all in memory."""
-    kept = split_rows(rows, split, store)
-    order = _shuffle_rng(seed).permutation(len(kept))
-    for start in range(0, len(order), chunk_rows):
-        block = [kept[i] for i in order[start : start + chunk_rows]]
-        codes = store.get([row.sha256 for row in block]).astype(np.float32)
-        yield codes, np.array([row.label for row in block])
 
 
 def _subset(split: SplitData, keep: np.ndarray) -> SplitData:

@@ -29,8 +29,8 @@ class HeadParams:
     preprocess: str = field(default="standardize", metadata={"choices": PREPROCESSORS})
     grid: dict[str, list[Any]] | None = None  # param -> candidates, stratified CV on train
     cv_folds: int = field(default=5, metadata={"min": 2})
-    # dask: the grid's points run as tasks on extract.dask's cluster (its address, or a
-    # local cluster of its workers), through joblib's dask backend
+    # dask: on extract.dask's cluster (its address, or a local cluster of its workers):
+    # a grid's points as joblib tasks; a streaming head's chunks as store.to_dask() tasks
     backend: str = field(default="local", metadata={"choices": ("local", "dask")})
     # scikit-learn's random_state range: anything else fails mid-fit, not at params load.
     seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})

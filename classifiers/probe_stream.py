@@ -27,7 +27,8 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from classifiers.data import iter_split, split_rows, val_mask
+from classifiers.data import split_rows, val_mask
+from classifiers.epochs import iter_split
 from classifiers.fit import FitResult
 from classifiers.heads import TorchLogRegParams, build_head
 from classifiers.probe import SWEEP, Sweep, candidates, fixed_by_hand, search_label
@@ -73,7 +74,7 @@ def _fit_scaler(
     scaler = clone(model.named_steps["scale"])
     model.set_params(scale=scaler)
     kept = split_rows(rows, split, store)
-    hashes = [kept[i].sha256 for i in store.store_order([row.sha256 for row in kept])]
+    hashes = [kept[i].sha256 for i in np.argsort(store.positions([row.sha256 for row in kept]))]
     for _, codes in store.iter_chunks(hashes, chunk_rows):
         X = torch.from_numpy(codes).float().numpy()  # torch casts float16 several times faster
         if hasattr(scaler, "partial_fit"):
@@ -109,7 +110,7 @@ def _store_passes(
     """Passes over ``split``'s scaled codes and class indices in store order, one chunk
     at a time, and the split's row count."""
     kept = split_rows(rows, split, store)
-    order = store.store_order([row.sha256 for row in kept])
+    order = np.argsort(store.positions([row.sha256 for row in kept]))
     hashes = [kept[i].sha256 for i in order]
     targets = torch.from_numpy(np.searchsorted(classes, [kept[i].label for i in order]))
     scale = _torch_scaler(model.named_steps["scale"])

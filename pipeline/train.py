@@ -22,11 +22,11 @@ from classifiers.data import (
     SplitPlan,
     carve_val,
     class_names,
-    iter_split,
     load_split,
     missing_classes,
     plan_splits,
 )
+from classifiers.epochs import PIECE_ROWS, iter_split
 from classifiers.evaluate import evaluate
 from classifiers.fit import FitResult, fit_head, fit_streaming
 from classifiers.heads import HEADS, HeadParams, TorchLogRegParams
@@ -99,6 +99,19 @@ def _grid_backend(head: HeadParams, dask: DaskConfig) -> Iterator[int]:
         yield -1
 
 
+@contextlib.contextmanager
+def _chunk_source(head: HeadParams, store: FeatureStore, dask: DaskConfig) -> Iterator[object]:
+    """Where a streaming head's chunks are read: from the store here (None), or with
+    ``backend: dask`` as tasks of :meth:`FeatureStore.to_dask` on the cluster
+    ``extract.dask`` names (its workers must see the store's path)."""
+    if head.backend != "dask":
+        yield None
+        return
+    with dask_client(dask) as client:
+        print(f"streaming chunks: store.to_dask() on {client.scheduler.address}")
+        yield store.to_dask(chunk_rows=PIECE_ROWS)
+
+
 def _fit(
     entry: HeadEntry,
     rows: list[ManifestRow],
@@ -114,14 +127,14 @@ def _fit(
         return fit_streaming_probe(entry.params, rows, store, classes, plan.select)
     if HEADS[entry.kind].streaming:
         n_train = sum(row.split == "train" for row in rows)
-        result = fit_streaming(
-            entry.kind,
-            entry.params,
-            classes,
-            lambda epoch: iter_split(
-                rows, "train", store, entry.params.chunk_rows, entry.params.seed + epoch
-            ),
-        )
+        chunk_rows, seed = entry.params.chunk_rows, entry.params.seed
+        with _chunk_source(entry.params, store, params.extract.dask) as codes:
+            result = fit_streaming(
+                entry.kind,
+                entry.params,
+                classes,
+                lambda epoch: iter_split(rows, "train", store, chunk_rows, seed + epoch, codes),
+            )
         return result, n_train
     train = load_split(rows, "train", store)
     val, source = None, f"{plan.select}/"

@@ -7,6 +7,7 @@ layout and why it survives ``kill -9``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,7 +20,11 @@ from features.store.shards import INDEX_NAME, SHARD_DIR, SkipRecord, read_index
 
 __all__ = ["FeatureStore"]
 
-_CHUNK_CACHE_BYTES = 16 << 20
+# HDF5 keeps a chunk cache per open file, filled by reads: 16 MiB a shard made a reader
+# grow by 4 KiB per stored row (5 GB at ImageNet size). Two 512 KiB chunks a shard, and
+# at most _OPEN_SHARDS shards open (least recently used closed first), bound it at 64 MiB.
+_CHUNK_CACHE_BYTES = 1 << 20
+_OPEN_SHARDS = 64
 _LOAD_ATTEMPTS = 3  # a reader racing a compaction or repair reads the new index
 
 
@@ -42,6 +47,19 @@ def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     return dataset[rows]
 
 
+class ShardCodes:
+    """One shard's codes as an array Dask can slice in any process: it keeps the path and
+    opens the file for each read."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        with h5py.File(self.path, "r") as handle:
+            return handle["codes"][key]
+
+
 class FeatureStore:
     """Read-only view of one committed generation of a store.
 
@@ -55,7 +73,7 @@ class FeatureStore:
         self.root = Path(root)
         if not (self.root / INDEX_NAME).is_file():
             raise StoreError(f"no feature store at {self.root}: run the extract stage first")
-        self._handles: dict[str, h5py.File] = {}
+        self._handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._load()
         if expected is not None:
             self.fingerprint.require_same(expected, f"store {self.root}")
@@ -93,7 +111,10 @@ class FeatureStore:
     def _shard(self, name: str) -> h5py.File:
         handle = self._handles.get(name)
         if handle is None:
+            if len(self._handles) >= _OPEN_SHARDS:
+                self._handles.popitem(last=False)[1].close()
             handle = self._handles[name] = _open_shard(self.root / SHARD_DIR / name)
+        self._handles.move_to_end(name)
         return handle
 
     @property
@@ -129,10 +150,15 @@ class FeatureStore:
         """Boolean mask: which of ``hashes`` have codes."""
         return self._positions(hashes)[1]
 
-    def store_order(self, hashes: Sequence[str]) -> np.ndarray:
-        """Indices that sort ``hashes`` (all stored) as the store holds them: reading them
-        in that order is sequential, shard by shard."""
-        return np.argsort(self._positions(hashes)[0], kind="stable")
+    def positions(self, hashes: Sequence[str]) -> np.ndarray:
+        """Row of each of ``hashes`` in the store (the rows of :meth:`to_dask`); reading
+        rows in ascending order is sequential, shard by shard."""
+        rows, found = self._positions(hashes)
+        if not found.all():
+            raise StoreError(
+                f"{int((~found).sum())} of {len(hashes)} images have no codes in {self.root}"
+            )
+        return rows
 
     def get(self, hashes: Sequence[str]) -> np.ndarray:
         """Codes for ``hashes``, in that order: array of shape (len(hashes), dim)."""
@@ -177,21 +203,28 @@ class FeatureStore:
             yield block, self.get(block)
 
     def to_dask(self, chunk_rows: int = 4096):
-        """All codes, in store order, as a lazy ``dask.array`` (one block per shard slice)."""
+        """All codes, in store order, as a lazy ``dask.array`` (one block per shard slice)
+        that any Dask scheduler can run, a cluster's included: its tasks hold shard paths,
+        not open HDF5 handles (which do not pickle), and each read opens and closes its
+        file, so nothing stays cached after ``compute()``."""
         import dask.array as da
 
         if len(self) == 0:
             return da.zeros((0, self.dim), dtype=self.fingerprint.dtype)
-        parts = [
-            da.from_array(self._shard(s.name)["codes"], chunks=(chunk_rows, self.dim))
-            for s in self.state.shards
-        ]
+        parts = []
+        for shard in self.state.shards:
+            codes = self._shard(shard.name)["codes"]
+            source = ShardCodes(self.root / SHARD_DIR / shard.name, codes.shape, codes.dtype)
+            chunks = (chunk_rows, *codes.shape[1:])
+            parts.append(
+                da.from_array(source, chunks=chunks, meta=np.empty((0,) * codes.ndim, codes.dtype))
+            )
         return da.concatenate(parts, axis=0)
 
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
-        self._handles = {}
+        self._handles = OrderedDict()
 
     def __enter__(self) -> FeatureStore:
         return self

@@ -60,27 +60,46 @@ def local_kind(params) -> str:
     return {LogRegParams: "logreg", MLPParams: "mlp"}[type(params)]
 
 
+def _train(tmp_path: Path, root: Path, name: str, head: dict) -> dict:
+    """The train stage on ``root``'s store with ``head`` as ``name``, extract.dask a local
+    cluster of two worker processes; the head's metrics."""
+    params = {
+        **TEST_PARAMS,
+        "downloads": {},
+        "data": {"root": str(root / "images")},
+        "heads": {name: head},
+        "extract": {**TEST_PARAMS["extract"], "dask": {"workers": 2}},
+    }
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    argv = [name, "--manifest", str(root / "manifest.csv")]
+    argv += ["--store", str(root / SMALL_STORE), "--model", str(tmp_path / f"{name}.joblib")]
+    argv += ["--metrics", str(tmp_path / f"{name}.json")]
+    argv += ["--predictions", str(tmp_path / f"{name}.csv")]
+    argv += ["--params", str(tmp_path / f"{name}.yaml")]
+    train.main(argv)
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
 def test_the_train_stage_runs_a_grid_on_the_extract_dask_cluster(tmp_path: Path, capsys):
     root = small_store(tmp_path / "data", per_class=6)
     results = {}
     for backend in ("local", "dask"):
         head = {"kind": "logreg", "C": 1.0, "grid": {"C": [0.01, 1.0]}, "cv_folds": 3}
-        head["backend"] = backend
-        params = {
-            **TEST_PARAMS,
-            "downloads": {},
-            "data": {"root": str(root / "images")},
-            "heads": {"logreg": head},
-            "extract": {**TEST_PARAMS["extract"], "dask": {"workers": 2}},
-        }
-        (tmp_path / f"{backend}.yaml").write_text(yaml.safe_dump(params))
-        argv = ["logreg", "--manifest", str(root / "manifest.csv")]
-        argv += ["--store", str(root / SMALL_STORE), "--model", str(tmp_path / f"{backend}.joblib")]
-        argv += ["--metrics", str(tmp_path / f"{backend}.json")]
-        argv += ["--predictions", str(tmp_path / f"{backend}.csv")]
-        argv += ["--params", str(tmp_path / f"{backend}.yaml")]
-        train.main(argv)
-        results[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+        results[backend] = _train(tmp_path, root, backend, {**head, "backend": backend})
     assert "grid search: 2 points on tcp://" in capsys.readouterr().out
     assert results["dask"]["cv"] == results["local"]["cv"]
     assert results["dask"]["accuracy"] == results["local"]["accuracy"]
+
+
+def test_a_streaming_head_reads_its_chunks_as_to_dask_tasks_on_the_cluster(tmp_path, capsys):
+    root = small_store(tmp_path / "data", per_class=6)
+    results = {}
+    for backend in ("local", "dask"):
+        head = {"kind": "sgd", "chunk_rows": 8, "epochs": 3, "backend": backend}
+        results[backend] = _train(tmp_path, root, backend, head)
+    assert "streaming chunks: store.to_dask() on tcp://" in capsys.readouterr().out
+    assert results["dask"]["accuracy"] == results["local"]["accuracy"]
+    local, remote = (joblib.load(tmp_path / f"{b}.joblib") for b in ("local", "dask"))
+    np.testing.assert_array_equal(
+        local.named_steps["clf"].coef_, remote.named_steps["clf"].coef_
+    )  # the same chunks in the same order: the same model

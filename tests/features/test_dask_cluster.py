@@ -125,3 +125,43 @@ def test_a_worker_killed_mid_run_leaves_a_clean_store_with_a_local_runs_codes(cl
     extract_codes(refs_for(images), local, SMALL_CONFIG, LIMITS, progress=False)
     with FeatureStore(local) as reader:
         np.testing.assert_array_equal(codes, reader.get([row.sha256 for row in rows]))
+
+
+def _settled(folder: Path, quiet_s: float = 3.0) -> None:
+    """Wait until no shard file has appeared in ``folder`` for ``quiet_s`` seconds."""
+    seen, since = -1, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        count = len(list(folder.glob("*.h5")))
+        if count != seen:
+            seen, since = count, time.monotonic()
+        time.sleep(0.1)
+
+
+def test_a_coordinator_killed_mid_run_is_resumed_from_the_workers_finished_shards(
+    cluster, tmp_path
+):
+    address, _ = cluster
+    images, command = _project(tmp_path, address)
+    store = tmp_path / "store" / "vgg16_fc6"
+    run = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
+    _wait(lambda: any((store / SHARD_DIR).glob("shard-*.h5")), "the first shard")
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    _settled(store / SHARD_DIR)  # workers finish the partitions they were running
+    left = {path.name for path in (store / SHARD_DIR).glob("shard-*.h5")}
+    rerun = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    report = verify(store)
+    assert report.ok and not report.notices, (report.problems, report.notices)  # --strict
+    rows = read_manifest(tmp_path / "manifest.csv")
+    with FeatureStore(store) as reader:
+        assert left <= {shard.name for shard in reader.state.shards}  # adopted, not redone
+        stored = reader.hashes
+        assert len(stored) == len(set(stored)) == len(rows)
+        codes = reader.get([row.sha256 for row in rows])
+    counts = json.loads((tmp_path / "extract.json").read_text())
+    assert counts["computed"] < len(rows)  # the rerun computed only what was missing
+    local = tmp_path / "local"
+    extract_codes(refs_for(images), local, SMALL_CONFIG, LIMITS, progress=False)
+    with FeatureStore(local) as reader:
+        np.testing.assert_array_equal(codes, reader.get([row.sha256 for row in rows]))

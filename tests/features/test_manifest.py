@@ -139,6 +139,13 @@ def test_manifest_round_trip(tmp_path):
     assert read_manifest(tmp_path / "manifest.csv") == rows
 
 
+def test_a_row_with_the_wrong_number_of_fields_is_refused_with_its_line(tmp_path):
+    good = f"cats/a.jpg,{'0' * 64},cats,train"
+    (tmp_path / "edited.csv").write_text(f"path,sha256,label,split\n{good}\n{good},extra\n")
+    with pytest.raises(UserError, match=r"line 3: 5 fields, expected 4"):
+        read_manifest(tmp_path / "edited.csv")
+
+
 def test_missing_manifest_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="run the prepare stage"):
         read_manifest(tmp_path / "manifest.csv")
