@@ -3,7 +3,7 @@
 
 The store is written through the real :class:`StoreWriter` at extract's commit cadence
 (4,096 rows a commit), with codes generated instead of computed: this measures storage,
-not the network. Each row is a fixed random block's row with its own index in column 0,
+not the network. Each row is a fixed random block's row with its own index in columns 0 and 1,
 so rows are distinct and generating them costs nothing. Measured per size:
 
 * **write**: MB/s against ``dd`` (fdatasync) to the same disk, and each commit's time
@@ -12,9 +12,11 @@ so rows are distinct and generating them costs nothing. Measured per size:
 * **open** of :class:`FeatureStore` and of :class:`StoreWriter`;
 * **manifest**: :func:`read_manifest` of as many rows, and the pending set of a manifest
   grown by 1 % (read it, ask the store which hashes it lacks);
-* **streaming**: ``iter_chunks`` in store order, and a shuffled epoch
-  (:func:`classifiers.epochs.iter_split`) against the row-by-row shuffle it replaced
-  (the naive baseline, timed on its first chunks and extrapolated to an epoch);
+* **streaming**: ``iter_chunks`` in store order; a shuffled pass's reads alone
+  (``shuffled_read``, comparable with it); a whole shuffled epoch as a head gets it
+  (:func:`classifiers.epochs.iter_split`: manifest, locating, float32 chunks); and the
+  row-by-row shuffle it replaced (the naive baseline, timed on its first chunks and
+  extrapolated to an epoch);
 * ``get`` of 10,000 random hashes; ``to_dask().sum()``;
 * ``verify`` quick and full.
 
@@ -53,7 +55,16 @@ def _hashes(n: int, start: int = 0) -> list[str]:
 
 
 def _rss_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _drain(chunks) -> dict[str, Any]:
+    """Read every chunk; the number of rows."""
+    return {"rows_read": sum(len(chunk[1]) for chunk in chunks)}
 
 
 def write(root: Path, n: int) -> dict[str, Any]:
@@ -72,7 +83,8 @@ def write(root: Path, n: int) -> dict[str, Any]:
         for start in range(0, n, COMMIT_ROWS):
             rows = min(COMMIT_ROWS, n - start)
             codes = block[:rows].copy()
-            codes[:, 0] = np.arange(start, start + rows)
+            index = np.arange(start, start + rows)
+            codes[:, 0], codes[:, 1] = index % 2048, index // 2048  # exact in float16
             began = time.perf_counter()
             writer.commit(hashes[start : start + rows], codes)
             commits.append(time.perf_counter() - began)
@@ -135,19 +147,25 @@ def step(name: str, root: Path) -> dict[str, Any]:
 
         result = _timed(lambda: {"rows": len(read_manifest(root / "manifest.csv"))})
     elif name == "pending_1pct":
+        import features.data.manifest  # noqa: F401  (an extract run has imported it)
+
         result = _timed(lambda: _pending(root, store))
     elif name == "store_order":
-        result = _timed(lambda: [None for _ in store.iter_chunks(hashes, CHUNK_ROWS)])
+        result = _timed(lambda: _drain(store.iter_chunks(hashes, CHUNK_ROWS)))
         result = {"seconds": result["seconds"], "MB_per_s": nbytes / result["seconds"] / 1e6}
+    elif name == "shuffled_read":
+        result = _shuffled_read(root, store)
     elif name == "shuffled":
-        result = _timed(lambda: [None for _ in _epoch(root, store)])
+        import classifiers.epochs  # noqa: F401  (torch: imported before the clock starts)
+
+        result = _timed(lambda: _drain(_epoch(root, store)))
         result = {"seconds": result["seconds"], "MB_per_s": nbytes / result["seconds"] / 1e6}
     elif name == "row_shuffle_baseline":
         result = _row_shuffle(store, hashes)
     elif name == "get_10k":
         picked = list(np.random.default_rng(1).choice(hashes, 10_000, replace=False))
         store.get(picked[:100])
-        result = _timed(lambda: store.get(picked))
+        result = _timed(lambda: {"rows": len(store.get(picked))})
     elif name == "to_dask_sum":
         result = _timed(lambda: {"sum": float(store.to_dask(CHUNK_ROWS).sum(dtype="f8").compute())})
     elif name in ("verify_quick", "verify_full"):
@@ -168,6 +186,26 @@ def _pending(root: Path, store) -> dict[str, Any]:
     wanted = [row.sha256 for row in read_manifest(root / "manifest.csv")]
     grown = wanted + _hashes(len(wanted) // 100, start=len(wanted))
     return {"pending": int((~store.contains(grown)).sum())}
+
+
+def _shuffled_read(root: Path, store) -> dict[str, Any]:
+    """A shuffled pass's reads alone (:func:`classifiers.epochs.pass_order`, then
+    ``read_rows`` per chunk), comparable with ``store_order``; locating the split is
+    timed apart."""
+    from classifiers.data import split_rows
+    from classifiers.epochs import StoredSplit, pass_order
+    from features.data.manifest import read_manifest
+
+    rows = read_manifest(root / "manifest.csv")
+    started = time.perf_counter()
+    located = StoredSplit.locate(split_rows(rows, "train", store), store)
+    locate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for indices in pass_order(located, CHUNK_ROWS, 0):
+        store.read_rows(located.positions[np.sort(indices)])
+    seconds = time.perf_counter() - started
+    nbytes = len(located.positions) * DIM * 2
+    return {"seconds": seconds, "MB_per_s": nbytes / seconds / 1e6, "locate_s": locate_s}
 
 
 def _epoch(root: Path, store):
@@ -201,6 +239,7 @@ STEPS = (
     "manifest",
     "pending_1pct",
     "store_order",
+    "shuffled_read",
     "shuffled",
     "row_shuffle_baseline",
     "get_10k",

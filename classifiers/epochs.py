@@ -79,10 +79,6 @@ def pass_order(split: StoredSplit, chunk_rows: int, seed: int) -> Iterator[np.nd
         yield indices[rng.permutation(len(indices))]
 
 
-def _float32(codes: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(codes)).float().numpy()  # fast float16 cast
-
-
 def iter_split(
     rows: Sequence[ManifestRow],
     split: str,
@@ -96,9 +92,10 @@ def iter_split(
     located = StoredSplit.locate(split_rows(rows, split, store), store)
     for indices in pass_order(located, chunk_rows, seed):
         ascending = np.sort(indices)  # read in store order, then put in the pass's order
+        positions = located.positions[ascending]
         if codes is None:
-            block = store.get([sha.decode() for sha in located.hashes[ascending]])
+            block = store.read_rows(positions)
         else:
-            block = np.asarray(codes[located.positions[ascending]].compute())
-        where = np.searchsorted(ascending, indices)
-        yield _float32(block)[where], located.labels[indices]
+            block = np.asarray(codes[positions].compute())
+        where = torch.from_numpy(np.searchsorted(ascending, indices))
+        yield torch.from_numpy(block)[where].float().numpy(), located.labels[indices]
