@@ -21,6 +21,7 @@ benchmark checks that it is as hard: scikit-learn's iterations on 400 generated 
 classes against 400 random-weight VGG16 codes of real flowers, at the same Cs.
 
     python bench/probe_bench.py [--sizes 50000 200000] [--reference-sizes 50000]
+    python bench/probe_bench.py --reference-only --reference-sizes 200000   # add one later
 
 Writes ``bench/results/probe_cpu.json``.
 """
@@ -263,19 +264,52 @@ def one_size(
             flush=True,
         )
     if n in args.reference_sizes:
-        reference = reference_choice(X, y, chosen)
-        X_test, y_test = codes.array(args.test_rows, offset=n)
-        X_test = (X_test.astype(np.float32) - mean) / scale
-        reference["test_accuracy"] = _test_accuracy_at(X, y, X_test, y_test, reference["chosen_C"])
-        reference["grid_steps_from_ours"] = reference["chosen_index"] - chosen
-        result["reference"] = reference
-        print(
-            f"reference 5-fold CV choice: C {reference['chosen_C']:.3g} "
-            f"({reference['grid_steps_from_ours']:+d} grid steps), test "
-            f"{reference['test_accuracy']:.4f}, {reference['seconds']:.0f} s",
-            flush=True,
-        )
+        result["reference"] = reference(codes, X, y, (mean, scale), chosen, args.test_rows)
     return result
+
+
+def reference(
+    codes: PlantedCodes,
+    X: np.ndarray,
+    y: np.ndarray,
+    scaler: tuple[np.ndarray, np.ndarray],
+    ours: int,
+    test_rows: int,
+) -> dict[str, Any]:
+    """The 5-fold CV's choice near our grid point ``ours`` on standardised ``X`` and its
+    test accuracy, refitted on all of train."""
+    mean, scale = scaler
+    found = reference_choice(X, y, ours)
+    X_test, y_test = codes.array(test_rows, offset=len(y))
+    X_test = (X_test.astype(np.float32) - mean) / scale
+    found["test_accuracy"] = _test_accuracy_at(X, y, X_test, y_test, found["chosen_C"])
+    found["grid_steps_from_ours"] = found["chosen_index"] - ours
+    print(
+        f"reference 5-fold CV choice at {len(y):,} rows: C {found['chosen_C']:.3g} "
+        f"({found['grid_steps_from_ours']:+d} grid steps), test "
+        f"{found['test_accuracy']:.4f}, {found['seconds']:.0f} s",
+        flush=True,
+    )
+    return found
+
+
+def add_references(args: argparse.Namespace) -> None:
+    """``--reference-only``: the 5-fold choice for ``--reference-sizes`` added to the
+    results already in ``--out``, nothing else rerun."""
+    report = json.loads(args.out.read_text())
+    codes = PlantedCodes(**{k: v for k, v in report["data"].items() if k != "source"})
+    for entry in report["sizes"]:
+        if entry["rows"] not in args.reference_sizes:
+            continue
+        X, y = codes.array(entry["rows"])
+        X = X.astype(np.float32)
+        mean, scale = _scaler(X)
+        X -= mean
+        X /= scale
+        C = entry["ours"]["chosen_C"]
+        ours = min(range(len(GRID)), key=lambda i: abs(np.log(GRID[i] / C)))
+        entry["reference"] = reference(codes, X, y, (mean, scale), ours, entry["test_rows"])
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _versus(baseline_s: float, ours_s: float) -> str:
@@ -284,7 +318,7 @@ def _versus(baseline_s: float, ours_s: float) -> str:
 
 def _row(result: dict[str, Any]) -> list[object]:
     ours, baselines = result["ours"], result["baselines"]
-    reference = result.get("reference", {})
+    cv = result.get("cv", {})
     return [
         f"{result['rows']:,}",
         f"{ours['wall_s']:.0f} s",
@@ -293,10 +327,8 @@ def _row(result: dict[str, Any]) -> list[object]:
         f"{ours['test_accuracy']:.4f}",
         _versus(baselines["GridSearchCV_s"], ours["wall_s"]),
         _versus(baselines["LogisticRegressionCV_s"], ours["wall_s"]),
-        f"{reference['chosen_C']:.3g} ({reference['grid_steps_from_ours']:+d})"
-        if reference
-        else "-",
-        f"{reference['test_accuracy']:.4f}" if reference else "-",
+        f"{cv['chosen_C']:.3g} ({cv['grid_steps_from_ours']:+d})" if cv else "-",
+        f"{cv['test_accuracy']:.4f}" if cv else "-",
     ]
 
 
@@ -312,7 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/probe_cpu.json")
     parser.add_argument("--ours", nargs=2, type=Path, metavar=("STORE", "MANIFEST"))
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="add the 5-fold CV choice for --reference-sizes to --out's results, rerun nothing",
+    )
     args = parser.parse_args(argv)
+    if args.reference_only:
+        add_references(args)
+        return 0
     if args.ours:
         args.out.write_text(json.dumps(run_ours(*args.ours, args.chunk_rows)))
         return 0
