@@ -142,14 +142,13 @@ def _torch_path(
     heads: dict[int, RegPath] = {}
 
     def fit(index: int, warm: int | None) -> tuple[float, float, int]:
-        C, warm_head = values[index], heads.get(warm) if warm is not None else None
         head = fit_one(
             passes,
             n,
             X.shape[1],
             len(classes),
-            C,
-            warm_head,
+            values[index],
+            heads.get(warm),  # None (warm is None): from zero
             params.max_iter,
             params.sweep_tol,
             device,

@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from classifiers.data import split_rows, val_mask
-from classifiers.epochs import iter_split
+from classifiers.epochs import StoredSplit, iter_split
 from classifiers.fit import FitResult
 from classifiers.heads import TorchLogRegParams, build_head
 from classifiers.probe import SWEEP, Sweep, candidates, fixed_by_hand, search_label
@@ -66,6 +66,10 @@ def _chunks(
         yield scaler.transform(X), np.searchsorted(classes, y)
 
 
+def _hashes(located: StoredSplit) -> list[str]:
+    return [sha.decode() for sha in located.hashes]
+
+
 def _fit_scaler(
     model: Pipeline, rows: Sequence[ManifestRow], split: str, store: FeatureStore, chunk_rows: int
 ) -> None:
@@ -73,8 +77,7 @@ def _fit_scaler(
     as the in-memory fit fits it on the rows the model is fitted on."""
     scaler = clone(model.named_steps["scale"])
     model.set_params(scale=scaler)
-    kept = split_rows(rows, split, store)
-    hashes = [kept[i].sha256 for i in np.argsort(store.positions([row.sha256 for row in kept]))]
+    hashes = _hashes(StoredSplit.locate(split_rows(rows, split, store), store))
     for _, codes in store.iter_chunks(hashes, chunk_rows):
         X = torch.from_numpy(codes).float().numpy()  # torch casts float16 several times faster
         if hasattr(scaler, "partial_fit"):
@@ -93,9 +96,9 @@ def _torch_scaler(scaler: object) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda codes: (
             codes.float().sub_(mean.to(codes.device)).mul_(inverse.to(codes.device))
         )
-    return lambda codes: torch.from_numpy(
-        scaler.transform(codes.cpu().numpy().astype(np.float32))
-    ).to(codes.device)
+    return lambda codes: torch.from_numpy(scaler.transform(codes.float().cpu().numpy())).to(
+        codes.device
+    )
 
 
 def _store_passes(
@@ -109,10 +112,9 @@ def _store_passes(
 ) -> tuple[Passes, int]:
     """Passes over ``split``'s scaled codes and class indices in store order, one chunk
     at a time, and the split's row count."""
-    kept = split_rows(rows, split, store)
-    order = np.argsort(store.positions([row.sha256 for row in kept]))
-    hashes = [kept[i].sha256 for i in order]
-    targets = torch.from_numpy(np.searchsorted(classes, [kept[i].label for i in order]))
+    located = StoredSplit.locate(split_rows(rows, split, store), store)
+    hashes = _hashes(located)
+    targets = torch.from_numpy(np.searchsorted(classes, located.labels))
     scale = _torch_scaler(model.named_steps["scale"])
 
     def passes() -> Iterator[Batch]:
