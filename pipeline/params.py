@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from classifiers.audit.settings import AuditSettings
 from classifiers.data import EVALUATE_ON
 from features.compute.backbones import BACKBONES
 from features.compute.config import ExtractConfig
@@ -24,10 +25,11 @@ from features.data.images import ImageLimits
 from features.errors import UserError
 from pipeline.cli import ArgumentParser, run
 from pipeline.head_params import HeadEntry, parse_head
+from pipeline.paths import Paths
 from pipeline.schema import parse
 from pipeline.yaml_loader import DuplicateKeyError, read_yaml
 
-__all__ = ["FinetuneParams", "HeadEntry", "Params", "ParamsError", "load_params"]
+__all__ = ["FinetuneParams", "HeadEntry", "Params", "ParamsError", "Paths", "load_params"]
 
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -54,6 +56,9 @@ class SplitParams:
 class EvaluationParams:
     # auto: test when the dataset has one, else val (said in every metrics file).
     evaluate_on: str = field(default="auto", metadata={"choices": EVALUATE_ON})
+    # Also score each head without the test images that near-duplicate a train/val image
+    # (the audit's leaking groups): the metrics and compare then give both figures.
+    without_leaked: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,45 +91,6 @@ class DownloadParams:
 
 
 @dataclass(frozen=True)
-class Paths:
-    """Every file the stages read or write; dvc.yaml interpolates these, nothing else names
-    them."""
-
-    manifest: str
-    files_report: str
-    data_report: str
-    scan_cache: str
-    store: str
-    extract_report: str
-    models: str
-    metrics: str
-    predictions: str
-    summary: str
-    compare_report: str
-    plots: str
-    tradeoff: str
-    checkpoints: str
-    curves: str
-
-    def store_for(self, feature_set: str) -> Path:
-        """One feature set's store: ``<store>/<feature set>``."""
-        return Path(self.store) / feature_set
-
-    def model_for(self, head: str, feature_set: str) -> Path:
-        return Path(self.models) / feature_set / f"{head}.joblib"
-
-    def finetuned_for(self, name: str) -> Path:
-        """A ``finetune@<name>`` network: ``<models>/finetune/<name>.pt`` (as in dvc.yaml)."""
-        return Path(self.models) / "finetune" / f"{name}.pt"
-
-    def metrics_for(self, head: str, feature_set: str) -> Path:
-        return Path(self.metrics) / feature_set / f"{head}.json"
-
-    def predictions_for(self, head: str, feature_set: str) -> Path:
-        return Path(self.predictions) / feature_set / f"{head}.csv"
-
-
-@dataclass(frozen=True)
 class Params:
     paths: Paths
     data: DataParams
@@ -137,6 +103,7 @@ class Params:
     finetune: dict[str, FinetuneParams] = field(default_factory=dict)
     maps: dict[str, FeatureSet] = field(default_factory=dict)
     block_heads: dict[str, HeadEntry] = field(default_factory=dict)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def stored_sets(self) -> dict[str, FeatureSet]:
@@ -188,6 +155,7 @@ class _Sections:
     finetune: dict[str, FinetuneParams] = field(default_factory=dict)
     maps: dict[str, FeatureSet] = field(default_factory=dict)
     block_heads: dict[str, Any] = field(default_factory=dict)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def _check_device(value: str, problems: list[str]) -> None:
@@ -296,6 +264,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         sections.finetune,
         sections.maps,
         block_heads,
+        sections.audit,
     )
 
 

@@ -1,0 +1,121 @@
+"""The audit over one feature set's store: near-duplicates and leakage, likely label errors,
+outliers, each image scored once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+from classifiers.audit.duplicates import DuplicateGroup, group_pairs, leaking_pairs
+from classifiers.audit.label_issues import LabelIssues, find_label_errors
+from classifiers.audit.neighbours import cosine_neighbours, hamming_pairs
+from classifiers.audit.outliers import flag_outliers, outlier_scores
+from classifiers.audit.settings import AuditSettings
+from features.data.manifest import ManifestRow
+from features.data.perceptual import signatures
+from features.store import FeatureStore
+
+__all__ = ["AuditResult", "run_audit"]
+
+_READ_ROWS = 8192
+_PCA_SAMPLE = 20_000
+
+
+@dataclass
+class AuditResult:
+    """Every audited image (manifest rows the store holds), scored."""
+
+    rows: list[ManifestRow]
+    groups: list[DuplicateGroup]
+    leaking_pairs: int
+    outlier_score: np.ndarray
+    outlier: np.ndarray
+    labels: LabelIssues  # over the train rows, in row order
+    train_rows: np.ndarray  # row numbers the label scores belong to
+    unreadable: list[str]  # paths whose signature could not be computed
+    not_in_store: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _reader(store: FeatureStore, hashes: Sequence[str]) -> Callable[[int, int], np.ndarray]:
+    return lambda start, stop: store.get(hashes[start:stop])
+
+
+def _codes_for_labels(read: Callable[[int, int], np.ndarray], n: int, settings: AuditSettings):
+    """The train codes as float32, PCA-reduced above ``exact_max_rows`` so the fits stay
+    in memory at any size (1.28M x 4096 float32 would be 21 GB)."""
+    blocks = [read(start, min(n, start + _READ_ROWS)) for start in range(0, n, _READ_ROWS)]
+    if n <= settings.index.exact_max_rows:
+        return np.concatenate(blocks).astype(np.float32)
+    rng = np.random.default_rng(settings.seed)
+    sample = np.concatenate(blocks)[np.sort(rng.choice(n, min(n, _PCA_SAMPLE), replace=False))]
+    pca = PCA(settings.index.reduced_dim, svd_solver="randomized", random_state=settings.seed)
+    pca.fit(sample.astype(np.float32))
+    return np.concatenate([pca.transform(block.astype(np.float32)) for block in blocks])
+
+
+def run_audit(
+    rows: Sequence[ManifestRow],
+    store: FeatureStore,
+    data_root: Path,
+    settings: AuditSettings,
+    max_hamming: int,
+    log: Callable[[str], None] = print,
+) -> AuditResult:
+    """Audit the manifest rows that have codes in ``store``; images whose perceptual
+    signatures differ in at most ``max_hamming`` bits are near-duplicates."""
+    seconds: dict[str, float] = {}
+    held = store.contains([row.sha256 for row in rows])
+    audited = [row for row, ok in zip(rows, held, strict=True) if ok]
+    hashes = [row.sha256 for row in audited]
+    splits = [row.split for row in audited]
+    read = _reader(store, hashes)
+
+    started = time.perf_counter()
+    packed, decoded = signatures([data_root / row.path for row in audited])
+    seconds["signatures"] = time.perf_counter() - started
+    started = time.perf_counter()
+    decodable = np.flatnonzero(decoded)
+    close = hamming_pairs(packed[decodable], max_hamming)
+    pairs = [decodable[close[:, :2]]] if len(close) else []
+    seconds["perceptual_pairs"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    neighbours = cosine_neighbours(read, len(audited), store.dim, settings.index)
+    seconds["code_neighbours"] = time.perf_counter() - started
+    if settings.min_cosine is not None:
+        rows_, columns = np.nonzero(neighbours.similarities >= settings.min_cosine)
+        pairs.append(np.stack([rows_, neighbours.indices[rows_, columns]], axis=1))
+    joined = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    groups = group_pairs(joined, len(audited), splits)
+    scores = outlier_scores(neighbours)
+
+    started = time.perf_counter()
+    train_rows = np.flatnonzero(np.asarray(splits) == "train")
+    train_hashes = [hashes[row] for row in train_rows]
+    X = _codes_for_labels(_reader(store, train_hashes), len(train_hashes), settings)
+    y = np.asarray([audited[row].label for row in train_rows])
+    labels = find_label_errors(X, y, settings.label_C, settings.label_folds, settings.seed)
+    seconds["label_issues"] = time.perf_counter() - started
+    log(
+        f"audit: {len(audited)} images, {len(groups)} near-duplicate groups "
+        f"({sum(g.leaks for g in groups)} leaking), {int(labels.flagged.sum())} likely "
+        f"label errors, in {sum(seconds.values()):.1f} s"
+    )
+    return AuditResult(
+        rows=audited,
+        groups=groups,
+        leaking_pairs=leaking_pairs(groups, splits),
+        outlier_score=scores,
+        outlier=flag_outliers(scores, settings.outlier_cutoff),
+        labels=labels,
+        train_rows=train_rows,
+        unreadable=[row.path for row, ok in zip(audited, decoded, strict=True) if not ok],
+        not_in_store=len(rows) - len(audited),
+        seconds=seconds,
+    )

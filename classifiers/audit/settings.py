@@ -1,0 +1,38 @@
+"""The audit's knobs: ``audit:`` in params.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from classifiers.audit.neighbours import CodeIndexSettings
+
+__all__ = ["AuditSettings"]
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the audit looks at and how close counts as a copy.
+
+    ``max_hamming`` null takes the calibration stage's threshold: the largest perceptual
+    distance whose precision on generated copies reaches ``target_precision``.
+    """
+
+    features: str | None = None  # the feature set whose codes are audited; null: the first
+    max_hamming: int | None = field(default=None, metadata={"min": 0, "max": 128})
+    min_cosine: float | None = field(default=None, metadata={"min": -1, "max": 1})
+    regroup: bool = True  # keep each near-duplicate group in one split (project splits only)
+    k: int = field(default=10, metadata={"min": 1})
+    exact_max_rows: int = field(default=20_000, metadata={"min": 1})
+    reduced_dim: int = field(default=256, metadata={"min": 1})
+    nprobe: int = field(default=16, metadata={"min": 1})
+    label_C: float = field(default=0.01, metadata={"min_exclusive": 0})
+    label_folds: int = field(default=5, metadata={"min": 2})
+    outlier_cutoff: float = field(default=3.5, metadata={"min_exclusive": 0})
+    calibration_photos: int = field(default=150, metadata={"min": 2})
+    calibration_copies: int = field(default=2, metadata={"min": 1})
+    target_precision: float = field(default=0.99, metadata={"min_exclusive": 0, "max": 1})
+    seed: int = field(default=0, metadata={"min": 0})
+
+    @property
+    def index(self) -> CodeIndexSettings:
+        return CodeIndexSettings(self.k, self.exact_max_rows, self.reduced_dim, self.nprobe)
