@@ -20,6 +20,7 @@ __all__ = [
     "SplitPlan",
     "carve_val",
     "class_names",
+    "has_split_folders",
     "load_split",
     "missing_classes",
     "plan_splits",
@@ -57,7 +58,7 @@ def _listing(splits: Sequence[str]) -> str:
     return ", ".join(f"{split}/" for split in splits) or "no split"
 
 
-def _has_split_folders(rows: Sequence[ManifestRow]) -> bool:
+def has_split_folders(rows: Sequence[ManifestRow]) -> bool:
     """True when the dataset brought its own split folders (``train/<class>/...``)."""
     return all(row.path.split("/", 1)[0] == row.split for row in rows)
 
@@ -79,7 +80,7 @@ def plan_splits(rows: Sequence[ManifestRow], evaluate_on: str, root: str) -> Spl
         looked = " and ".join(f"{split}/" for split in wanted)
         hint = (
             f"; add a {wanted[0]}/<class>/ folder of images"
-            if _has_split_folders(rows)
+            if has_split_folders(rows)
             else "; raise split.test_fraction"
         )
         raise UserError(

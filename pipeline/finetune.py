@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from classifiers.audit.leakage import read_rows
 from classifiers.data import class_names, missing_classes, plan_splits
 from classifiers.finetune.checkpoint import run_identity
 from classifiers.finetune.data import Splits, TrainImages, choose_splits, image_refs
@@ -30,7 +31,6 @@ from features.compute.backbones import get_backbone
 from features.compute.backend import random_weights_banner
 from features.compute.config import ExtractConfig
 from features.compute.weights import ResolvedWeights, resolve_weights
-from features.data.manifest import read_manifest
 from features.errors import UserError
 from features.files import atomic_open, write_json
 from pipeline.cli import ArgumentParser, run
@@ -56,6 +56,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
     parser.add_argument("--curves", type=Path, required=True, help="per-epoch CSV")
+    parser.add_argument("--groups", type=Path, help="the audit's near-duplicate groups.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -181,7 +182,9 @@ def main(argv: Sequence[str]) -> None:
             f"{', '.join(sorted(params.finetune)) or 'none'}"
         )
     entry, stage = params.finetune[args.name], f"finetune@{args.name}"
-    rows = read_manifest(args.manifest)
+    rows, _, moved = read_rows(args.manifest, args.groups, params.audit.regroup)
+    if moved:
+        print(f"finetune@{args.name}: {moved} images moved to their near-duplicates' split")
     classes = class_names(rows)
     plan = plan_splits(rows, params.evaluation.evaluate_on, str(args.data))
     splits = choose_splits(rows, plan, entry.val_fraction, entry.max_images)

@@ -16,6 +16,7 @@ from pathlib import Path
 import joblib
 from sklearn.model_selection import ParameterGrid
 
+from classifiers.audit.leakage import leaked_hashes, read_rows, score_without_leaked
 from classifiers.block import block_init
 from classifiers.block_fit import fit_block_on_store
 from classifiers.data import (
@@ -36,7 +37,7 @@ from classifiers.probe_stream import fit_streaming_probe
 from features.compute.backend import random_weights_banner
 from features.compute.config import DaskConfig
 from features.compute.distributed import dask_client
-from features.data.manifest import ManifestRow, read_manifest
+from features.data.manifest import ManifestRow
 from features.errors import UserError
 from features.files import atomic_open, write_json
 from features.store import FeatureStore
@@ -175,12 +176,15 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
     parser.add_argument("--curves", type=Path, help="per-epoch curves CSV (block heads)")
+    parser.add_argument("--groups", type=Path, help="the audit's near-duplicate groups.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     entry = params.head(args.head)
     features = params.feature_set(args.features, args.head)
-    rows = read_manifest(args.manifest)
+    rows, groups, moved = read_rows(args.manifest, args.groups, params.audit.regroup)
+    if moved:
+        print(f"train@{args.head}-{features}: {moved} images moved to their near-duplicates' split")
     classes = class_names(rows)
     plan = plan_splits(rows, params.evaluation.evaluate_on, params.data.root)
     if plan.note:
@@ -214,6 +218,7 @@ def main(argv: Sequence[str]) -> None:
             "evaluation_note": plan.note,
             "classes_not_evaluated": missing,
             "selected_on": result.selected_on,
+            "moved_by_near_duplicates": moved,
             "params": asdict(result.params),
             "cv": result.cv,
             "probe": result.probe,
@@ -223,6 +228,9 @@ def main(argv: Sequence[str]) -> None:
             "model_sha256": sidecar.sha256,
         }
     )
+    if groups and params.evaluation.without_leaked:
+        leaked = leaked_hashes(rows, groups, plan.evaluate)
+        metrics["without_leaked"] = score_without_leaked(held_out, predicted, classes, leaked)
     if val is not None:
         metrics["val"] = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     curves = getattr(result.model.named_steps["clf"], "curves_", None)

@@ -45,6 +45,6 @@ def find_label_errors(
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probs = cross_val_predict(model, X, labels, cv=cv, method="predict_proba")
-    flagged = find_label_issues(labels, probs)
+    flagged = find_label_issues(labels, probs, n_jobs=1)  # its process pool costs seconds
     quality = get_label_quality_scores(labels, probs)
     return LabelIssues(flagged, quality, classes[probs.argmax(axis=1)])
