@@ -34,14 +34,16 @@ class LabelIssues:
 def find_label_errors(
     X: np.ndarray, y: np.ndarray, C: float, folds: int = 5, seed: int = 0
 ) -> LabelIssues:
-    """Score every row of (``X``, ``y``) from ``folds``-fold out-of-fold probabilities."""
+    """Score every row of (``X``, ``y``) from out-of-fold probabilities: ``folds`` folds,
+    fewer when the smallest class has fewer images (each fold needs one of each)."""
     classes, labels = np.unique(y, return_inverse=True)
     smallest = int(np.bincount(labels).min()) if len(labels) else 0
-    if len(classes) < 2 or smallest < folds:
+    if len(classes) < 2 or smallest < 2:
         raise UserError(
-            f"label audit needs two classes with at least {folds} train images each "
-            f"(smallest has {smallest}); lower audit.label_folds or add images"
+            f"the label audit needs two classes with at least 2 train images each "
+            f"(found {len(classes)} classes, the smallest with {smallest})"
         )
+    folds = min(folds, smallest)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probs = cross_val_predict(model, X, labels, cv=cv, method="predict_proba")

@@ -35,13 +35,13 @@ def write_images_csv(path: Path, result: AuditResult) -> None:
     """One row per audited image; label scores are empty outside the train split."""
     group_of = {row: number for number, g in enumerate(result.groups) for row in g.members}
     leaks = {row for g in result.groups if g.leaks for row in g.members}
-    position = {int(row): i for i, row in enumerate(result.train_rows)}
+    labels = result.labels
+    position = {int(row): i for i, row in enumerate(result.train_rows)} if labels else {}
     with atomic_open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
         writer = csv.writer(stream)
         writer.writerow(COLUMNS)
         for number, row in enumerate(result.rows):
             scored = position.get(number)
-            labels = result.labels
             writer.writerow(
                 [
                     row.sha256,
@@ -94,8 +94,9 @@ def summary(
         "images_in_groups": sum(len(g.members) for g in result.groups),
         "leaking_groups": sum(g.leaks for g in result.groups),
         "leaking_pairs": result.leaking_pairs,
-        "label_issues": int(np.sum(result.labels.flagged)),
-        "label_scored": len(result.train_rows),
+        "label_issues": int(np.sum(result.labels.flagged)) if result.labels else 0,
+        "label_scored": len(result.train_rows) if result.labels else 0,
+        "label_skipped": result.label_skip,
         "outliers": int(np.sum(result.outlier)),
         "seconds": {key: round(value, 3) for key, value in result.seconds.items()},
         "calibration": calibration,

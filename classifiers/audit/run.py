@@ -18,6 +18,7 @@ from classifiers.audit.outliers import flag_outliers, outlier_scores
 from classifiers.audit.settings import AuditSettings
 from features.data.manifest import ManifestRow
 from features.data.perceptual import signatures
+from features.errors import UserError
 from features.store import FeatureStore
 
 __all__ = ["AuditResult", "run_audit"]
@@ -35,7 +36,8 @@ class AuditResult:
     leaking_pairs: int
     outlier_score: np.ndarray
     outlier: np.ndarray
-    labels: LabelIssues  # over the train rows, in row order
+    labels: LabelIssues | None  # over the train rows, in row order; None: see label_skip
+    label_skip: str | None
     train_rows: np.ndarray  # row numbers the label scores belong to
     unreadable: list[str]  # paths whose signature could not be computed
     not_in_store: int
@@ -100,12 +102,18 @@ def run_audit(
     train_hashes = [hashes[row] for row in train_rows]
     X = _codes_for_labels(_reader(store, train_hashes), len(train_hashes), settings)
     y = np.asarray([audited[row].label for row in train_rows])
-    labels = find_label_errors(X, y, settings.label_C, settings.label_folds, settings.seed)
+    labels, label_skip = None, None
+    try:
+        labels = find_label_errors(X, y, settings.label_C, settings.label_folds, settings.seed)
+    except UserError as error:
+        label_skip = str(error)
+        log(f"audit: label audit skipped: {label_skip}")
     seconds["label_issues"] = time.perf_counter() - started
+    flagged = int(labels.flagged.sum()) if labels is not None else 0
     log(
         f"audit: {len(audited)} images, {len(groups)} near-duplicate groups "
-        f"({sum(g.leaks for g in groups)} leaking), {int(labels.flagged.sum())} likely "
-        f"label errors, in {sum(seconds.values()):.1f} s"
+        f"({sum(g.leaks for g in groups)} leaking), {flagged} likely label errors, "
+        f"in {sum(seconds.values()):.1f} s"
     )
     return AuditResult(
         rows=audited,
@@ -114,6 +122,7 @@ def run_audit(
         outlier_score=scores,
         outlier=flag_outliers(scores, settings.outlier_cutoff),
         labels=labels,
+        label_skip=label_skip,
         train_rows=train_rows,
         unreadable=[row.path for row, ok in zip(audited, decoded, strict=True) if not ok],
         not_in_store=len(rows) - len(audited),
