@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 
 from classifiers.html.page import Page
+from classifiers.html.thumbnails import THUMB_SIDE
 from features.files import atomic_open
 
 __all__ = ["number", "percent", "render", "write_page"]
@@ -37,7 +38,7 @@ _ENVIRONMENT.filters.update(number=number, percent=percent)
 
 
 def render(page: Page) -> str:
-    return _ENVIRONMENT.get_template("index.html.j2").render(page=page)
+    return _ENVIRONMENT.get_template("index.html.j2").render(page=page, side=THUMB_SIDE)
 
 
 def write_page(path: Path, page: Page) -> int:

@@ -55,7 +55,8 @@ def thumbnail(path: Path, side: int = THUMB_SIDE) -> Thumb:
             small.thumbnail((side, side))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # OSError covers missing files, unknown formats and truncated data.
-        return Thumb(PLACEHOLDER, f"cannot show {path.name}: {error}")
+        # The error's own text repeats the absolute path; its kind is what the note needs.
+        return Thumb(PLACEHOLDER, f"cannot show {path.name} ({type(error).__name__})")
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return Thumb(_data_uri("image/jpeg", buffer.getvalue()))

@@ -60,8 +60,8 @@ def _write_audit(folder: Path, rows: list[ManifestRow]) -> None:
     columns = "sha256,path,label,split,group,leaked,label_issue,label_quality"
     columns += ",predicted_label,outlier_score,outlier"
     records = [
-        [r.sha256, r.path, r.label, r.split, "", 0, int(i == 5), 0.1 * i if i % 4 else "",
-         SCRIPT if i == 5 else r.label, i / 10, int(i == 7)]
+        [r.sha256, r.path, r.label, r.split, "", 0, int(i == 5), 0.05 * i if i % 4 else "",
+         SCRIPT if i == 5 else r.label, i / 20, int(i == 7)]
         for i, r in enumerate(rows)
     ]  # fmt: skip
     _write_csv(folder / "images.csv", columns.split(","), records)
