@@ -33,6 +33,7 @@ _ENVIRONMENT = jinja2.Environment(
     undefined=jinja2.StrictUndefined,  # a misspelt field fails the render, not the reader
     trim_blocks=True,
     lstrip_blocks=True,
+    keep_trailing_newline=True,
 )
 _ENVIRONMENT.filters.update(number=number, percent=percent)
 

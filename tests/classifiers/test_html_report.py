@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 import re
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from features.data.synthetic import make_dataset
 from features.errors import UserError
 from features.files import file_sha256, write_json
 from pipeline import html_report
+from pipeline.workspace import PROJECT_ROOT
 
 BEST, OLD = "logreg-vgg16_fc7", "svm-vgg16_fc6"
 SCRIPT = "<script>alert(1)</script>"
@@ -221,17 +225,30 @@ def test_thumbnails_are_small_and_the_page_bounded(sources: Sources, tmp_path: P
     assert size == (tmp_path / "index.html").stat().st_size < 100_000
 
 
+def _stage_argv(sources: Sources, out: Path) -> list[str]:
+    """The stage's command line; its options are named after the fields of Sources."""
+    options = {**asdict(sources), "out": out}
+    return [str(arg) for name, value in options.items() for arg in (f"--{name}", value)]
+
+
 def test_stage_writes_the_page_and_names_an_unknown_head(
     sources: Sources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The stage's options are named after the fields of Sources.
-    options = {**asdict(sources), "out": tmp_path / "index.html"}
-    argv = [str(arg) for name, value in options.items() for arg in (f"--{name}", value)]
+    argv = _stage_argv(sources, tmp_path / "index.html")
     html_report.main([*argv, "--head", OLD])
     assert f'id="mistakes-{OLD}"' in (tmp_path / "index.html").read_text()
     assert "MB, 8 mistakes shown, 2 groups" in capsys.readouterr().out
     with pytest.raises(UserError, match="choose from"):
         html_report.main([*argv, "--head", "knn-vgg16_fc6"])
+
+
+def test_stage_writes_only_through_temporary_files(sources: Sources, tmp_path: Path) -> None:
+    command = ["python", "-m", "pipeline.html_report", *_stage_argv(sources, tmp_path / "i.html")]
+    guard = [sys.executable, "-m", "tests.write_guard", "--root", str(tmp_path), "--", *command]
+    done = subprocess.run(guard, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "i.html").read_text().endswith("</html>\n")
 
 
 def test_json_summary_missing_is_a_user_error(sources: Sources) -> None:
