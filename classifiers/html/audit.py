@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from classifiers.html.gather import Images, Shown, finite, largest_first, read_csv
 
@@ -61,7 +62,7 @@ class Audit:
     scored_outliers: int
 
 
-def _group(raw: dict, images: Images) -> Group:
+def _group(raw: dict[str, Any], images: Images) -> Group:
     members = [
         AuditImage(images.show(m["sha256"], m.get("path", "")), m["label"], m["split"])
         for m in raw["members"][:MAX_MEMBERS]

@@ -33,6 +33,7 @@ __all__ = [
     "finite",
     "largest_first",
     "read_csv",
+    "read_head",
     "read_heads",
     "read_plots",
     "read_standings",
@@ -140,7 +141,10 @@ def finite(value: Any) -> float | None:
     one, which the page shows as n/a."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError as error:
+        raise UserError(f"{value!r} is not a number; rerun the stage that wrote it") from error
     return number if math.isfinite(number) else None
 
 
@@ -216,27 +220,25 @@ def _per_class(metrics_file: Path) -> tuple[str, list[ClassScore]]:
     return str(metrics.get("evaluated_on", "")), scores
 
 
-def _mistakes(path: Path, images: Images) -> tuple[list[Mistake], int, int, bool]:
-    """Misclassified rows, most confident first (file order without a confidence column),
-    capped; also the total of mistakes, the rows read and whether confidence was there."""
-    if not path.is_file():
-        raise UserError(f"predictions {path} do not exist: rerun that head's train stage")
-    columns, rows = read_csv(path, ("sha256", "actual", "predicted"))
+def _mistake(row: dict[str, str], images: Images) -> Mistake:
+    confidence = finite(row.get("confidence"))
+    return Mistake(images.show(row["sha256"]), row["actual"], row["predicted"], confidence)
+
+
+def read_head(name: str, metrics: Path, predictions: Path, images: Images) -> HeadReport:
+    """One head's mistakes from its predictions CSV, most confident first (in file order
+    when the file has no confidence column), capped at :data:`MAX_MISTAKES`."""
+    if not predictions.is_file():
+        raise UserError(f"predictions {predictions} do not exist: rerun that head's train stage")
+    columns, rows = read_csv(predictions, ("sha256", "actual", "predicted"))
     has_confidence = "confidence" in columns
     wrong = [row for row in rows if row["actual"] != row["predicted"]]
     if has_confidence:
-        # Unscored rows last; sorted() is stable, so ties keep the file's order.
+        # Unscored rows last; sort() is stable, so ties keep the file's order.
         wrong.sort(key=lambda row: largest_first(finite(row["confidence"])))
-    shown = [
-        Mistake(
-            images.show(row["sha256"]),
-            row["actual"],
-            row["predicted"],
-            finite(row.get("confidence")),
-        )
-        for row in wrong[:MAX_MISTAKES]
-    ]
-    return shown, len(wrong), len(rows), has_confidence
+    evaluated_on, per_class = _per_class(metrics)
+    shown = [_mistake(row, images) for row in wrong[:MAX_MISTAKES]]
+    return HeadReport(name, evaluated_on, len(rows), shown, len(wrong), has_confidence, per_class)
 
 
 def read_heads(
@@ -246,14 +248,11 @@ def read_heads(
     best = summary.get("best") or {}
     names = [f"{best['head']}-{best['features']}"] if best else []
     names += [name for name in dict.fromkeys(extra) if name not in names]
+    known = list(summary.get("entries", {}))
     reports = []
     for name in names:
-        head, features = _split_name(name, list(summary.get("entries", {})))
-        evaluated_on, per_class = _per_class(sources.metrics / features / f"{head}.json")
-        mistakes, total, evaluated, has_confidence = _mistakes(
-            sources.predictions / features / f"{head}.csv", images
-        )
-        reports.append(
-            HeadReport(name, evaluated_on, evaluated, mistakes, total, has_confidence, per_class)
-        )
+        head, features = _split_name(name, known)
+        metrics = sources.metrics / features / f"{head}.json"
+        predictions = sources.predictions / features / f"{head}.csv"
+        reports.append(read_head(name, metrics, predictions, images))
     return reports
