@@ -47,6 +47,7 @@ _SUMMARY_KEYS = (
     "model_bytes",
     "n_train",
     "n_test",
+    "without_leaked",  # the figures without test images near-duplicated in train (audit)
 )
 
 Predictions = dict[str, tuple[str, str]]  # image sha256 -> (actual, predicted)

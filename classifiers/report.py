@@ -1,54 +1,23 @@
 """Report the comparison of (head, feature set) entries: the markdown report with the
-head × feature set grid on top, the plots and the trade-off CSV."""
+head × feature set grid on top, and the trade-off CSV (the plots: :mod:`classifiers.plots`)."""
 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-
 from classifiers.compare import ALPHA, Entry, Metrics, Versus, chosen_C, grid_axes, rank
-from features.files import atomic_open, atomic_path, write_text
+from classifiers.formatting import any_random, number, split_name
+from features.files import atomic_open, write_text
 
-__all__ = [
-    "plot_accuracy_heatmap",
-    "plot_accuracy_vs_fit_time",
-    "plot_confusion",
-    "plot_val_accuracy_vs_C",
-    "write_markdown",
-    "write_tradeoff_csv",
-]
-
-
-def _number(value: Any, spec: str = ".3f") -> str:
-    """A cell: ``n/a`` for a missing or non-finite value, never ``nan``."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return format(value, spec)
+__all__ = ["write_markdown", "write_tradeoff_csv"]
 
 
 def _with_interval(m: dict[str, Any], key: str) -> str:
     interval = m.get(f"{key}_ci") or {}
-    bounds = f"{_number(interval.get('low'))}, {_number(interval.get('high'))}"
-    return f"{_number(m.get(key))} [{bounds if interval else 'n/a'}]"
-
-
-def _random(metrics: Metrics) -> bool:
-    return any(m.get("random_weights") for m in metrics.values())
-
-
-def _split(m: dict[str, Any]) -> str:
-    """The split the scores come from: test, or val for a dataset without a test split."""
-    return m.get("evaluated_on", "test")
+    bounds = f"{number(interval.get('low'))}, {number(interval.get('high'))}"
+    return f"{number(m.get(key))} [{bounds if interval else 'n/a'}]"
 
 
 def _grid_table(metrics: Metrics, best: Entry) -> list[str]:
@@ -78,21 +47,28 @@ def _columns_note(metrics: Metrics) -> str:
 def _ranking_table(metrics: Metrics) -> list[str]:
     lines = [
         "| rank | head | features | accuracy [95% CI] | balanced acc. | macro F1 [95% CI] "
-        "| ECE | C | fit s | predict ms/1k | predicts from | model KiB |",
-        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
+        "| without leaked | ECE | C | fit s | predict ms/1k | predicts from | model KiB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for position, entry in enumerate(rank(metrics), 1):
         m = metrics[entry]
         lines.append(
             f"| {position} | {entry.head} | {entry.features} | {_with_interval(m, 'accuracy')} "
-            f"| {_number(m['balanced_accuracy'])} | {_with_interval(m, 'macro_f1')} "
-            f"| {_number(m.get('ece'))} | {_C_cell(m)} | {_number(m['fit_seconds'], '.2f')} "
-            f"| {_number(m['predict_ms_per_1000'], '.2f')} "
-            f"| {entry.predicts_from} | {_number(m['model_bytes'] / 1024, '.0f')} |"
+            f"| {number(m['balanced_accuracy'])} | {_with_interval(m, 'macro_f1')} "
+            f"| {_leak_cell(m)} | {number(m.get('ece'))} | {_C_cell(m)} "
+            f"| {number(m['fit_seconds'], '.2f')} | {number(m['predict_ms_per_1000'], '.2f')} "
+            f"| {entry.predicts_from} | {number(m['model_bytes'] / 1024, '.0f')} |"
         )
     if any(entry.stage_kind == "finetune" for entry in metrics):
         lines += ["", _COST_NOTE]
     return lines
+
+
+def _leak_cell(m: dict[str, Any]) -> str:
+    """Accuracy without the leaked test images and how many were left out; empty without
+    an audit."""
+    clean = m.get("without_leaked")
+    return f"{number(clean['accuracy'])} (-{clean['excluded']})" if clean else ""
 
 
 def _C_cell(m: dict[str, Any]) -> str:
@@ -113,7 +89,7 @@ def _method_note(m: dict[str, Any]) -> str:
     bootstrap = m.get("bootstrap")
     intervals = (
         f"Intervals: {bootstrap['confidence']:.0%} percentile bootstrap over the "
-        f"{_split(m)} images "
+        f"{split_name(m)} images "
         f"({bootstrap['resamples']} resamples, seed {bootstrap['seed']}). "
         if bootstrap
         else "Intervals: not recorded in these metrics (rerun the train stages). "
@@ -145,7 +121,7 @@ def _per_class(entry: Entry, m: dict[str, Any]) -> list[str]:
         return [*lines, "Not recorded in these metrics (rerun the train stage).", ""]
     lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for label, scores in per_class.items():
-        cells = [_number(scores.get(name)) for name in ("precision", "recall", "f1")]
+        cells = [number(scores.get(name)) for name in ("precision", "recall", "f1")]
         lines.append(f"| {label} | {' | '.join(cells)} | {scores.get('support', 'n/a')} |")
     return [*lines, ""]
 
@@ -154,7 +130,7 @@ def write_markdown(path: Path, metrics: Metrics, versus: list[Versus]) -> None:
     ranked = rank(metrics)
     best = metrics[ranked[0]]
     lines = ["# Head × feature set comparison", ""]
-    if _random(metrics):
+    if any_random(metrics):
         lines += [
             "> **Random weights.** These codes come from a randomly initialised backbone "
             f"(`{best['weights']}`). The numbers check the pipeline; they are **not** "
@@ -163,15 +139,15 @@ def write_markdown(path: Path, metrics: Metrics, versus: list[Versus]) -> None:
         ]
     lines += [
         f"Best: **{ranked[0].head}** on **{ranked[0].features}** (`{ranked[0].stage}`), "
-        f"{_split(best)} accuracy {_with_interval(best, 'accuracy')}.",
+        f"{split_name(best)} accuracy {_with_interval(best, 'accuracy')}.",
         "",
-        f"## {_split(best).capitalize()} accuracy [95% CI]",
+        f"## {split_name(best).capitalize()} accuracy [95% CI]",
         "",
         *_grid_table(metrics, ranked[0]),
         "",
         _columns_note(metrics),
         f"Weights `{best['weights']}`, {best['n_train']} train and {best['n_test']} "
-        f"{_split(best)} images.",
+        f"{split_name(best)} images.",
         "",
         "## Ranking",
         "",
@@ -183,112 +159,12 @@ def write_markdown(path: Path, metrics: Metrics, versus: list[Versus]) -> None:
         "## Per-class scores",
         "",
         "n/a: undefined (a class never predicted has no precision; one absent from the "
-        f"{_split(best)} images has no recall).",
+        f"{split_name(best)} images has no recall).",
         "",
     ]
     for entry in ranked:
         lines += _per_class(entry, metrics[entry])
     write_text(path, "\n".join(lines))
-
-
-def _title(axes: Axes, text: str, random: bool) -> None:
-    """Random-weights plots say so in the title: they check the pipeline, nothing more."""
-    axes.set_title(text + (" (RANDOM WEIGHTS)" if random else ""))
-
-
-def _save(figure: Figure, path: Path) -> None:
-    """Render to a temporary PNG, then rename: a reader never opens a truncated image."""
-    try:
-        figure.tight_layout()
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=100)
-    finally:
-        plt.close(figure)
-
-
-def plot_confusion(path: Path, title: str, confusion: dict[str, Any], random: bool) -> None:
-    labels, matrix = confusion["labels"], np.array(confusion["matrix"])
-    figure, axes = plt.subplots(figsize=(1.1 * len(labels) + 2.5, 1.1 * len(labels) + 2))
-    axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("actual")
-    for (row, column), value in np.ndenumerate(matrix):
-        colour = "white" if value > matrix.max() / 2 else "black"
-        axes.text(column, row, str(value), ha="center", va="center", color=colour)
-    _title(axes, title, random)
-    _save(figure, path)
-
-
-def plot_accuracy_heatmap(path: Path, metrics: Metrics) -> None:
-    """The grid of the report as an image: heads down, feature sets across, best in bold."""
-    heads, sets = grid_axes(metrics)
-    best = rank(metrics)[0]
-    values = np.array(
-        [[metrics.get(Entry(h, f), {}).get("accuracy", np.nan) for f in sets] for h in heads],
-        dtype=float,
-    )
-    figure, axes = plt.subplots(figsize=(1.5 * len(sets) + 3, 0.6 * len(heads) + 2))
-    image = axes.imshow(np.ma.masked_invalid(values), cmap="Blues", aspect="auto")
-    axes.set_xticks(range(len(sets)), sets, rotation=30, ha="right")
-    axes.set_yticks(range(len(heads)), heads)
-    axes.set_xlabel("feature set")
-    axes.set_ylabel("head")
-    middle = (np.nanmin(values) + np.nanmax(values)) / 2
-    for (row, column), value in np.ndenumerate(values):
-        axes.text(
-            column,
-            row,
-            _number(value),
-            ha="center",
-            va="center",
-            color="white" if value > middle else "black",
-            fontweight="bold" if Entry(heads[row], sets[column]) == best else "normal",
-        )
-    figure.colorbar(image, ax=axes, label=f"{_split(metrics[best])} accuracy")
-    _title(axes, f"{_split(metrics[best])} accuracy", _random(metrics))
-    _save(figure, path)
-
-
-def plot_accuracy_vs_fit_time(path: Path, metrics: Metrics) -> None:
-    """Every entry, one colour per feature set."""
-    sets = grid_axes(metrics)[1]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for entry in rank(metrics):
-        m = metrics[entry]
-        point = (m["fit_seconds"], m["accuracy"])
-        axes.scatter(*point, s=60, color=f"C{sets.index(entry.features) % 10}")
-        axes.annotate(entry.name, point, textcoords="offset points", xytext=(6, 4))
-    axes.set_xscale("log")
-    axes.margins(x=0.25, y=0.15)  # room for the labels of the extreme points
-    axes.set_xlabel("fit time (s, log scale)")
-    axes.set_ylabel("test accuracy")
-    _title(axes, "accuracy vs fit time", _random(metrics))
-    axes.grid(alpha=0.3)
-    _save(figure, path)
-
-
-def plot_val_accuracy_vs_C(path: Path, metrics: Metrics) -> bool:
-    """Validation accuracy along each swept head's C path, its chosen C marked; False
-    (nothing written) when no head swept C."""
-    swept = {e: m["probe"] for e, m in metrics.items() if (m.get("probe") or {}).get("C")}
-    if not swept:
-        return False
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for index, (entry, probe) in enumerate(sorted(swept.items(), key=lambda p: p[0].name)):
-        colour = f"C{index % 10}"
-        axes.plot(probe["C"], probe["val_accuracy"], marker=".", color=colour, label=entry.name)
-        best = probe["C"].index(probe["chosen"])
-        axes.scatter(probe["chosen"], probe["val_accuracy"][best], s=80, color=colour, zorder=3)
-    axes.set_xscale("log")
-    axes.set_xlabel("C (log scale; large dot: chosen)")
-    axes.set_ylabel("validation accuracy")
-    axes.legend(fontsize="small")
-    _title(axes, "validation accuracy vs C", _random(metrics))
-    axes.grid(alpha=0.3)
-    _save(figure, path)
-    return True
 
 
 def write_tradeoff_csv(path: Path, metrics: Metrics) -> None:

@@ -12,14 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from classifiers.compare import Entry, against_best, load_metrics, load_predictions, summarise
-from classifiers.report import (
+from classifiers.plots import (
     plot_accuracy_heatmap,
     plot_accuracy_vs_fit_time,
     plot_confusion,
     plot_val_accuracy_vs_C,
-    write_markdown,
-    write_tradeoff_csv,
 )
+from classifiers.report import write_markdown, write_tradeoff_csv
 from features.files import write_json
 from pipeline.cli import ArgumentParser, run
 from pipeline.params import Params, Paths, load_params

@@ -20,6 +20,7 @@ from classifiers.audit.leakage import leaked_hashes, read_rows, score_without_le
 from classifiers.block import block_init
 from classifiers.block_fit import fit_block_on_store
 from classifiers.data import (
+    SplitData,
     SplitPlan,
     carve_val,
     class_names,
@@ -45,12 +46,15 @@ from pipeline.cli import ArgumentParser, run
 from pipeline.params import HeadEntry, Params, load_params
 
 
-def _write_predictions(path: Path, hashes: list[str], actual, predicted) -> None:
-    """One row per evaluated image, the input of DVC's confusion-matrix template."""
+def _write_predictions(path: Path, held_out: SplitData, predicted, confidence) -> None:
+    """One row per evaluated image, the input of DVC's confusion-matrix template; with the
+    predicted class's probability (empty for a head without one), so the report can show
+    the most confident mistakes first."""
+    shown = [f"{c:.6f}" for c in confidence] if confidence is not None else [""] * len(predicted)
     with atomic_open(path, newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["sha256", "actual", "predicted"])
-        writer.writerows(zip(hashes, actual, predicted, strict=True))
+        writer.writerow(["sha256", "actual", "predicted", "confidence"])
+        writer.writerows(zip(held_out.hashes, held_out.y, predicted, shown, strict=True))
 
 
 def _write_curves(path: Path, curves: list[dict[str, float]]) -> None:
@@ -197,6 +201,11 @@ def main(argv: Sequence[str]) -> None:
         result, n_train = _fit(entry, rows, classes, store, plan, params)
         held_out = load_split(rows, plan.evaluate, store)
         metrics, predicted = evaluate(result.model, held_out.X, held_out.y, classes)
+        confidence = (
+            result.model.predict_proba(held_out.X).max(axis=1)
+            if hasattr(result.model, "predict_proba") and len(held_out.y)
+            else None
+        )
         val = None
         if plan.evaluate != "val" and any(row.split == "val" for row in rows):
             val_split = load_split(rows, "val", store)
@@ -239,7 +248,7 @@ def main(argv: Sequence[str]) -> None:
         if args.curves:
             _write_curves(args.curves, curves)
     write_json(args.metrics, metrics)
-    _write_predictions(args.predictions, held_out.hashes, held_out.y, predicted)
+    _write_predictions(args.predictions, held_out, predicted, confidence)
     label = (
         " (RANDOM WEIGHTS: pipeline check, not transfer accuracy)" if fingerprint.is_random else ""
     )

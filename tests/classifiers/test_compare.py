@@ -22,7 +22,8 @@ from classifiers.compare import (
     versus_best,
 )
 from classifiers.evaluate import evaluate
-from classifiers.report import plot_accuracy_heatmap, write_markdown, write_tradeoff_csv
+from classifiers.plots import plot_accuracy_heatmap
+from classifiers.report import write_markdown, write_tradeoff_csv
 from features.errors import UserError
 
 CLASSES = ["daisy", "roses", "tulips"]
