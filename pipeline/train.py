@@ -237,7 +237,7 @@ def main(argv: Sequence[str]) -> None:
             "model_sha256": sidecar.sha256,
         }
     )
-    if groups and params.evaluation.without_leaked:
+    if args.groups and params.evaluation.without_leaked:
         leaked = leaked_hashes(rows, groups, plan.evaluate)
         metrics["without_leaked"] = score_without_leaked(held_out, predicted, classes, leaked)
     if val is not None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from classifiers.audit.calibration import (
     cosine_similarity,
+    fused_figures,
     make_calibration_set,
     perceptual_similarity,
     signal_figures,
@@ -36,9 +37,16 @@ def calibration_photos(rows: Sequence[ManifestRow], count: int) -> list[Manifest
     return sorted(train, key=lambda row: content_draw(row.sha256, _SAMPLE_SALT))[:count]
 
 
-def _max_hamming(figures: dict[str, Any]) -> int:
-    best = figures["best_threshold"]
-    return int(-best) if best is not None else 0
+def _rule(signals: dict[str, dict[str, Any]], settings: AuditSettings) -> dict[str, Any]:
+    """The decision the audit applies: the fused signal when asked for and reachable, else
+    the perceptual radius alone."""
+    fused = signals.get("fused")
+    if settings.signal == "fused" and fused and fused.get("threshold") is not None:
+        keys = ("weight", "threshold", "max_hamming", "precision", "recall")
+        return {"signal": "fused", **{key: fused[key] for key in keys}}
+    perceptual = signals["perceptual"]
+    keys = ("max_hamming", "precision", "recall")
+    return {"signal": "perceptual", **{key: perceptual[key] for key in keys}}
 
 
 def calibrate(
@@ -67,32 +75,29 @@ def calibrate(
         if not decoded.all():
             raise UserError(f"audit calibration: {int((~decoded).sum())} images did not decode")
         target = settings.target_precision
-        perceptual = signal_figures(
-            "perceptual", perceptual_similarity(packed), found, 0.0, target
-        ).as_dict()
-        radius = (
-            settings.max_hamming if settings.max_hamming is not None else _max_hamming(perceptual)
-        )
-        perceptual = signal_figures(
-            "perceptual", perceptual_similarity(packed), found, -radius, target
-        ).as_dict()
+        similarity = perceptual_similarity(packed)
+        best = signal_figures("perceptual", similarity, found, 0.0, target).best_threshold
+        radius = settings.max_hamming
+        if radius is None:
+            radius = int(-best) if best is not None else 0
+        perceptual = signal_figures("perceptual", similarity, found, -radius, target).as_dict()
         signals = {"perceptual": {**perceptual, "max_hamming": radius}}
         if encode is not None:
-            similarity = cosine_similarity(encode(found.paths))
-            best = signal_figures("codes", similarity, found, 1.0, target)
-            threshold = (
-                settings.min_cosine if settings.min_cosine is not None else best.best_threshold
-            )
+            cosine = cosine_similarity(encode(found.paths))
+            best = signal_figures("codes", cosine, found, 1.0, target).best_threshold
             signals["codes"] = signal_figures(
-                "codes", similarity, found, threshold if threshold is not None else 1.0, target
+                "codes", cosine, found, best if best is not None else 1.0, target
             ).as_dict()
-    met = perceptual["recall"] >= GOAL_RECALL and perceptual["precision"] >= target
+            signals["fused"] = fused_figures(cosine, -similarity, found, target)
+    rule = _rule(signals, settings)
+    met = rule["recall"] >= GOAL_RECALL and rule["precision"] >= target
     return {
         "photos": len(photos),
         "copies_per_photo": settings.calibration_copies,
         "images": len(found.paths),
         "max_hamming": radius,
         "max_hamming_from": "params" if settings.max_hamming is not None else "calibration",
+        "rule": rule,
         "goal": {"recall": GOAL_RECALL, "precision": target, "met": met},
         "signals": signals,
         "seconds": round(time.perf_counter() - started, 3),

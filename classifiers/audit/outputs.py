@@ -99,7 +99,20 @@ def summary(
         "label_skipped": result.label_skip,
         "outliers": int(np.sum(result.outlier)),
         "seconds": {key: round(value, 3) for key, value in result.seconds.items()},
-        "calibration": calibration,
+        "calibration": _calibration_figures(calibration),
+    }
+
+
+def _calibration_figures(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The headline of calibration.json: the rule the audit applied, as calibrated."""
+    if calibration is None:
+        return None
+    rule = calibration["rule"]
+    return {
+        "signal": rule["signal"],
+        "precision": rule["precision"],
+        "recall": rule["recall"],
+        "goal_met": calibration["goal"]["met"],
     }
 
 

@@ -21,10 +21,24 @@ from features.data.perceptual import signatures
 from features.errors import UserError
 from features.store import FeatureStore
 
-__all__ = ["AuditResult", "run_audit"]
+__all__ = ["AuditResult", "NearDuplicateRule", "run_audit"]
 
 _READ_ROWS = 8192
 _PCA_SAMPLE = 20_000
+
+
+@dataclass(frozen=True)
+class NearDuplicateRule:
+    """When two images are near-duplicates: perceptual distance at most ``max_hamming``
+    and, for the fused rule, ``cosine - weight * distance >= threshold``."""
+
+    max_hamming: int
+    weight: float | None = None
+    threshold: float | None = None
+
+    @classmethod
+    def from_calibration(cls, rule: dict) -> NearDuplicateRule:
+        return cls(rule["max_hamming"], rule.get("weight"), rule.get("threshold"))
 
 
 @dataclass
@@ -48,6 +62,29 @@ def _reader(store: FeatureStore, hashes: Sequence[str]) -> Callable[[int, int], 
     return lambda start, stop: store.get(hashes[start:stop])
 
 
+def _pair_cosines(read_hashes: Callable[[list[str]], np.ndarray], hashes, pairs) -> np.ndarray:
+    """Cosine similarity of each candidate pair, reading each endpoint's code once."""
+    ends, inverse = np.unique(pairs, return_inverse=True)
+    codes = read_hashes([hashes[row] for row in ends]).astype(np.float32)
+    codes /= np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+    first, second = inverse.reshape(pairs.shape).T
+    return np.einsum("ij,ij->i", codes[first], codes[second])
+
+
+def _near_duplicate_pairs(
+    packed: np.ndarray, decoded: np.ndarray, rule: NearDuplicateRule, store, hashes
+) -> np.ndarray:
+    """Row pairs the rule joins: candidates from the perceptual range search, then, for
+    the fused rule, the codes' cosine of each candidate."""
+    decodable = np.flatnonzero(decoded)
+    close = hamming_pairs(packed[decodable], rule.max_hamming)
+    pairs = decodable[close[:, :2]]
+    if rule.weight is None or not len(pairs):
+        return pairs
+    score = _pair_cosines(store.get, hashes, pairs) - rule.weight * close[:, 2]
+    return pairs[score >= rule.threshold]
+
+
 def _codes_for_labels(read: Callable[[int, int], np.ndarray], n: int, settings: AuditSettings):
     """The train codes as float32, PCA-reduced above ``exact_max_rows`` so the fits stay
     in memory at any size (1.28M x 4096 float32 would be 21 GB)."""
@@ -66,11 +103,11 @@ def run_audit(
     store: FeatureStore,
     data_root: Path,
     settings: AuditSettings,
-    max_hamming: int,
+    rule: NearDuplicateRule,
     log: Callable[[str], None] = print,
 ) -> AuditResult:
-    """Audit the manifest rows that have codes in ``store``; images whose perceptual
-    signatures differ in at most ``max_hamming`` bits are near-duplicates."""
+    """Audit the manifest rows that have codes in ``store``; ``rule`` says which images
+    are near-duplicates."""
     seconds: dict[str, float] = {}
     held = store.contains([row.sha256 for row in rows])
     audited = [row for row, ok in zip(rows, held, strict=True) if ok]
@@ -82,19 +119,13 @@ def run_audit(
     packed, decoded = signatures([data_root / row.path for row in audited])
     seconds["signatures"] = time.perf_counter() - started
     started = time.perf_counter()
-    decodable = np.flatnonzero(decoded)
-    close = hamming_pairs(packed[decodable], max_hamming)
-    pairs = [decodable[close[:, :2]]] if len(close) else []
-    seconds["perceptual_pairs"] = time.perf_counter() - started
+    pairs = _near_duplicate_pairs(packed, decoded, rule, store, hashes)
+    groups = group_pairs(pairs, len(audited), splits)
+    seconds["near_duplicates"] = time.perf_counter() - started
 
     started = time.perf_counter()
     neighbours = cosine_neighbours(read, len(audited), store.dim, settings.index)
     seconds["code_neighbours"] = time.perf_counter() - started
-    if settings.min_cosine is not None:
-        rows_, columns = np.nonzero(neighbours.similarities >= settings.min_cosine)
-        pairs.append(np.stack([rows_, neighbours.indices[rows_, columns]], axis=1))
-    joined = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    groups = group_pairs(joined, len(audited), splits)
     scores = outlier_scores(neighbours)
 
     started = time.perf_counter()

@@ -13,13 +13,15 @@ __all__ = ["AuditSettings"]
 class AuditSettings:
     """What the audit looks at and how close counts as a copy.
 
-    ``max_hamming`` null takes the calibration stage's threshold: the largest perceptual
-    distance whose precision on generated copies reaches ``target_precision``.
+    ``max_hamming`` null takes the calibration's perceptual radius: the largest distance
+    whose precision on generated copies reaches ``target_precision``.
     """
 
     features: str | None = None  # the feature set whose codes are audited; null: the first
     max_hamming: int | None = field(default=None, metadata={"min": 0, "max": 128})
-    min_cosine: float | None = field(default=None, metadata={"min": -1, "max": 1})
+    # fused: cosine of the codes minus a weight per bit of perceptual distance, weight and
+    # threshold from the calibration; perceptual: the perceptual radius alone
+    signal: str = field(default="fused", metadata={"choices": ("fused", "perceptual")})
     regroup: bool = True  # keep each near-duplicate group in one split (project splits only)
     k: int = field(default=10, metadata={"min": 1})
     exact_max_rows: int = field(default=20_000, metadata={"min": 1})

@@ -6,9 +6,11 @@ codes come back batch by batch and nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,10 +25,11 @@ from features.compute.loader import ImageRef, decode_item
 from features.compute.prefetch import ReadyBatch, prefetch, prepare_batch
 from features.data.images import ImageLimits
 from features.data.preprocess import Preprocessing
+from features.errors import UserError
 from features.store.fingerprint import Fingerprint
 from features.store.shards import Failure
 
-__all__ = ["encode_files", "encode_images"]
+__all__ = ["encode_files", "encode_images", "encode_paths"]
 
 
 def _checked_backend(config: ExtractConfig, expected: Fingerprint | None) -> Backend:
@@ -118,3 +121,22 @@ def encode_files(
     batches = prefetch(run_loader(refs, config, limits, device), prepare, device)
     encoder = backend.encoder(config, compile_batch(config, device, len(refs)))
     return _checked_batches(batches, encoder)
+
+
+def encode_paths(
+    paths: Sequence[Path],
+    config: ExtractConfig,
+    limits: ImageLimits,
+    expected: Fingerprint | None = None,
+) -> np.ndarray:
+    """Codes of ``paths`` in that order, all or nothing (the audit's calibration copies):
+    a file that yields no code is an error, not a gap."""
+    refs = [ImageRef(hashlib.sha256(Path(p).read_bytes()).hexdigest(), Path(p)) for p in paths]
+    codes: dict[str, np.ndarray] = {}
+    for batch in encode_files(refs, config, limits, expected):
+        if batch.failures:
+            failure = batch.failures[0]
+            raise UserError(f"no code for {failure.detail or failure.sha256}: {failure.reason}")
+        if batch.codes is not None:
+            codes.update(zip(batch.hashes, batch.codes.numpy(), strict=True))
+    return np.stack([codes[ref.sha256] for ref in refs])
