@@ -7,8 +7,14 @@ import numpy as np
 
 from classifiers.audit.duplicates import group_pairs, leaking_pairs
 from classifiers.audit.label_issues import find_label_errors
-from classifiers.audit.neighbours import CodeIndexSettings, cosine_neighbours, hamming_pairs
+from classifiers.audit.neighbours import (
+    CodeIndexSettings,
+    Neighbours,
+    cosine_neighbours,
+    hamming_pairs,
+)
 from classifiers.audit.outliers import flag_outliers, outlier_scores
+from classifiers.audit.run import NearDuplicateRule, _near_duplicate_pairs
 
 
 def _separable(n_per_class: int, classes: int, dim: int, seed: int):
@@ -75,3 +81,22 @@ def test_an_isolated_code_is_the_top_outlier():
     scores = outlier_scores(neighbours)
     flagged = flag_outliers(scores)
     assert flagged[-1] and scores.argmax() == len(X) - 1 and flagged.mean() < 0.05
+
+
+def test_the_fused_rule_accepts_far_bits_with_near_codes_and_rejects_the_reverse():
+    packed = np.zeros((4, 16), dtype=np.uint8)
+    packed[1, :4] = 0xFF  # rows 0 and 1: 32 bits apart, beyond the candidate radius
+    codes = np.array([[1, 0, 0], [1, 0.01, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    neighbours = Neighbours(np.array([[1], [0], [3], [2]]), np.ones((4, 1), np.float32), True)
+    hashes = ["a", "b", "c", "d"]
+    lookup = dict(zip(hashes, codes, strict=True))
+    rule = NearDuplicateRule(max_hamming=50, weight=0.002, threshold=0.9)
+    pairs = _near_duplicate_pairs(
+        packed,
+        np.ones(4, bool),
+        rule,
+        neighbours,
+        lambda hs: np.stack([lookup[h] for h in hs]),
+        hashes,
+    )
+    assert pairs.tolist() == [[0, 1]]  # (2, 3): same bits, orthogonal codes
