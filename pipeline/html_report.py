@@ -13,6 +13,7 @@ from pathlib import Path
 
 from classifiers.html import Sources, build_page, write_page
 from pipeline.cli import ArgumentParser, run
+from pipeline.params import load_params
 
 
 def main(argv: Sequence[str]) -> None:
@@ -38,9 +39,12 @@ def main(argv: Sequence[str]) -> None:
         action="append",
         default=[],
         metavar="HEAD-FEATURES",
-        help="also show this entry's mistakes, e.g. svm-vgg16_fc6 (repeatable)",
+        help="also show this entry's mistakes, e.g. svm-vgg16_fc6 (repeatable; added to "
+        "report.heads in params.yaml)",
     )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
+    heads = [*load_params(args.params).report.heads, *args.head]
     sources = Sources(
         args.summary,
         args.metrics,
@@ -50,7 +54,7 @@ def main(argv: Sequence[str]) -> None:
         args.data,
         args.audit,
     )
-    page = build_page(sources, args.head)
+    page = build_page(sources, list(dict.fromkeys(heads)))
     size = write_page(args.out, page)
     shown = sum(len(head.mistakes) for head in page.heads)
     audit = "no audit run" if page.audit is None else f"{page.audit.total_groups} groups"

@@ -62,6 +62,11 @@ class EvaluationParams:
 
 
 @dataclass(frozen=True)
+class ReportParams:
+    heads: list[str] = field(default_factory=list)  # <head>-<set> entries shown beside the best
+
+
+@dataclass(frozen=True)
 class FinetuneParams:
     """One ``finetune@<name>`` stage: train the backbone itself from the images.
 
@@ -104,6 +109,7 @@ class Params:
     maps: dict[str, FeatureSet] = field(default_factory=dict)
     block_heads: dict[str, HeadEntry] = field(default_factory=dict)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    report: ReportParams = field(default_factory=ReportParams)
 
     @property
     def stored_sets(self) -> dict[str, FeatureSet]:
@@ -156,6 +162,7 @@ class _Sections:
     maps: dict[str, FeatureSet] = field(default_factory=dict)
     block_heads: dict[str, Any] = field(default_factory=dict)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    report: ReportParams = field(default_factory=ReportParams)
 
 
 def _check_device(value: str, problems: list[str]) -> None:
@@ -265,6 +272,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         sections.maps,
         block_heads,
         sections.audit,
+        sections.report,
     )
 
 

@@ -157,7 +157,7 @@ def test_each_problem_is_one_line_naming_key_value_and_what_is_allowed(changes, 
 
 
 def test_unknown_top_level_section_is_named():
-    assert "verbose: unknown key; allowed keys: block_heads, data, downloads" in _problem(
+    assert "verbose: unknown key; allowed keys: audit, block_heads, data, downloads" in _problem(
         {**copy.deepcopy(BASE), "verbose": True}
     )
 
