@@ -14,7 +14,8 @@ class AuditSettings:
     """What the audit looks at and how close counts as a copy.
 
     ``max_hamming`` null takes the calibration's perceptual radius: the largest distance
-    whose precision on generated copies reaches ``target_precision``.
+    whose precision on generated copies reaches ``rule_precision``. ``target_precision``
+    is the goal's yardstick, reported per signal.
     """
 
     features: str | None = None  # the feature set whose codes are audited; null: the first
@@ -33,6 +34,8 @@ class AuditSettings:
     calibration_photos: int = field(default=150, metadata={"min": 2})
     calibration_copies: int = field(default=2, metadata={"min": 1})
     target_precision: float = field(default=0.99, metadata={"min_exclusive": 0, "max": 1})
+    # the rule's precision on the calibration pairs: 1.0, no distinct pair let through
+    rule_precision: float = field(default=1.0, metadata={"min_exclusive": 0, "max": 1})
     seed: int = field(default=0, metadata={"min": 0})
 
     @property

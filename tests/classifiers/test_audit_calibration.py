@@ -34,8 +34,9 @@ def test_figures_count_pairs_of_the_same_photo_as_positives():
 
 
 def test_calibration_on_copies_of_real_photos_meets_the_goal(flowers: Path):
-    """Random-weight VGG16 codes (the configured backbone here) and the perceptual hash
-    each fall short alone; fused, they reach recall >= 95 % at precision >= 99 %."""
+    """Random-weight VGG16 codes (the configured backbone here) fall short alone; fused with
+    the perceptual hash they reach recall >= 95 % at precision >= 99 %. The rule the audit
+    applies lets no distinct pair of the calibration set through."""
     photos = sorted((flowers / "train").glob("*/*.jpg"))[::15][:80]
     rows = [
         ManifestRow(str(p.relative_to(flowers)), f"{i:064x}", p.parent.name, "train")
@@ -45,7 +46,10 @@ def test_calibration_on_copies_of_real_photos_meets_the_goal(flowers: Path):
     encode = partial(encode_paths, config=config, limits=ImageLimits())
     result = calibrate(rows, flowers, AuditSettings(calibration_photos=80), encode)
     signals, rule = result["signals"], result["rule"]
-    assert result["images"] == 240 and rule["signal"] == "fused"
-    assert rule["precision"] >= 0.99 and rule["recall"] >= 0.95 and result["goal"]["met"]
-    assert signals["fused"]["best_recall"] >= signals["perceptual"]["best_recall"]
-    assert signals["fused"]["best_recall"] >= signals["codes"]["best_recall"]
+    assert result["images"] == 240 and result["goal"]["met"]
+    fused = signals["fused"]
+    assert fused["precision"] >= 0.99 and fused["recall"] >= 0.95
+    assert fused["best_recall"] >= max(
+        signals["perceptual"]["best_recall"], signals["codes"]["best_recall"]
+    )
+    assert rule["signal"] == "fused" and rule["precision"] == 1.0 and rule["recall"] >= 0.8
