@@ -25,6 +25,7 @@ __all__ = ["CANDIDATE_RADIUS", "AuditResult", "NearDuplicateRule", "run_audit"]
 
 _READ_ROWS = 8192
 _PCA_SAMPLE = 20_000
+MUTUAL_TOP = 2  # a photo and two copies: each copy's two best matches
 CANDIDATE_RADIUS = 24  # bits: two random 128-bit signatures come this close once in ~4e12
 
 
@@ -97,7 +98,29 @@ def _near_duplicate_pairs(
         return candidates
     distance = hamming(packed[candidates[:, 0]], packed[candidates[:, 1]])
     score = _pair_cosines(read_hashes, hashes, candidates) - rule.weight * distance
-    return candidates[score >= rule.threshold]
+    passed = score >= rule.threshold
+    return _mutual(candidates[passed], score[passed], len(decoded), MUTUAL_TOP)
+
+
+def _mutual(pairs: np.ndarray, score: np.ndarray, n: int, top: int) -> np.ndarray:
+    """The pairs in which each image is among the other's ``top`` best-scoring partners.
+
+    Codes of random or generic weights crowd together: every image has many neighbours
+    just over a cosine threshold, and single linkage chains them into one group of
+    hundreds (flowers: 402). A copy is its original's best match; a distinct photo that
+    happens to pass rarely is, for both sides."""
+    if not len(pairs):
+        return pairs
+    both = np.concatenate([pairs, pairs[:, ::-1]])
+    order = np.lexsort((-np.concatenate([score, score]), both[:, 0]))
+    both = both[order]
+    starts = np.flatnonzero(np.r_[True, both[1:, 0] != both[:-1, 0]])
+    rank = np.arange(len(both)) - np.repeat(starts, np.diff(np.r_[starts, len(both)]))
+    kept = both[rank < top]
+    keys = kept[:, 0] * n + kept[:, 1]
+    forward = np.isin(pairs[:, 0] * n + pairs[:, 1], keys)
+    backward = np.isin(pairs[:, 1] * n + pairs[:, 0], keys)
+    return pairs[forward & backward]
 
 
 def _codes_for_labels(read: Callable[[int, int], np.ndarray], n: int, settings: AuditSettings):

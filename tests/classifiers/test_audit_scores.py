@@ -14,7 +14,7 @@ from classifiers.audit.neighbours import (
     hamming_pairs,
 )
 from classifiers.audit.outliers import flag_outliers, outlier_scores
-from classifiers.audit.run import NearDuplicateRule, _near_duplicate_pairs
+from classifiers.audit.run import NearDuplicateRule, _mutual, _near_duplicate_pairs
 
 
 def _separable(n_per_class: int, classes: int, dim: int, seed: int):
@@ -100,3 +100,11 @@ def test_the_fused_rule_accepts_far_bits_with_near_codes_and_rejects_the_reverse
         hashes,
     )
     assert pairs.tolist() == [[0, 1]]  # (2, 3): same bits, orthogonal codes
+
+
+def test_mutual_top_pairs_break_a_chain_of_crowded_codes():
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [0, 2]])
+    score = np.array([0.99, 0.95, 0.96, 0.99, 0.5])
+    kept = _mutual(pairs, score, 5, top=1)
+    assert kept.tolist() == [[0, 1], [3, 4]]  # 1-2 and 2-3: not each other's best
+    assert _mutual(pairs, score, 5, top=2).tolist() == [[0, 1], [1, 2], [2, 3], [3, 4]]
