@@ -8,7 +8,6 @@ exactly those rows.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +15,16 @@ import h5py
 import numpy as np
 
 from features.files import TMP_PREFIX, file_sha256
+from features.store.checkpoint import INDEX_NAME
 from features.store.errors import StoreError
 from features.store.fingerprint import Fingerprint
+from features.store.hashindex import HashIndex
+from features.store.index import COMMIT_DIR, IndexState, read_index
 from features.store.reader import FeatureStore
 from features.store.shards import (
-    INDEX_NAME,
     SHARD_DIR,
-    IndexState,
     ShardRecord,
     non_finite_rows,
-    read_index,
     read_shard_hashes,
     write_shard,
 )
@@ -76,18 +75,18 @@ class VerifyReport:
 
 def _check_shard(
     root: Path, record: ShardRecord, fingerprint: Fingerprint, full: bool
-) -> tuple[list[Problem], list[str]]:
+) -> tuple[list[Problem], np.ndarray | None]:
     path = root / SHARD_DIR / record.name
     if not path.exists():
-        return [Problem("missing", record.name, "listed in the index but not on disk")], []
+        return [Problem("missing", record.name, "listed in the index but not on disk")], None
     size = path.stat().st_size
     if size != record.bytes:
         kind = "truncated" if size < record.bytes else "corrupt"
         return [
             Problem(kind, record.name, f"{size} bytes on disk, index recorded {record.bytes}")
-        ], []
+        ], None
     if full and file_sha256(path) != record.sha256:
-        return [Problem("corrupt", record.name, "SHA-256 differs from the index")], []
+        return [Problem("corrupt", record.name, "SHA-256 differs from the index")], None
     try:
         with h5py.File(path, "r") as handle:
             stored = Fingerprint.from_json(handle.attrs["fingerprint"])
@@ -114,9 +113,9 @@ def _check_shard(
             if len(broken):
                 detail = f"{len(broken)} of {record.rows} rows hold NaN or inf"
                 problems.append(Problem("non_finite", record.name, detail))
-            return problems, [value.decode() for value in hashes[:]]
+            return problems, hashes[:]
     except (OSError, KeyError, ValueError) as error:
-        return [Problem("unreadable", record.name, str(error))], []
+        return [Problem("unreadable", record.name, str(error))], None
 
 
 def _read_state(root: Path) -> IndexState:
@@ -132,6 +131,24 @@ def _read_state(root: Path) -> IndexState:
         ) from error
 
 
+def _duplicates(shards: list[tuple[ShardRecord, np.ndarray]]) -> list[Problem]:
+    """One problem per hash stored more than once, found by sorting, not a dict of all."""
+    if not shards:
+        return []
+    hashes = np.concatenate([hashes for _, hashes in shards])
+    repeated = HashIndex(hashes).duplicates()
+    if not len(repeated):
+        return []
+    owners = np.repeat(np.arange(len(shards)), [len(hashes) for _, hashes in shards])
+    problems = []
+    for sha in repeated:
+        where = np.flatnonzero(hashes == sha)
+        first = shards[owners[where[0]]][0].name
+        detail = f"{sha.decode()} stored {len(where)} times (first in {first})"
+        problems.append(Problem("duplicate", None, detail))
+    return problems
+
+
 def verify(root: Path, full: bool = True) -> VerifyReport:
     """Check every shard against the index; ``full`` re-hashes and decodes all bytes."""
     root = Path(root)
@@ -143,28 +160,21 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
         return report
     report.shards = len(state.shards)
     report.indexed_rows = state.rows
-    counts: Counter[str] = Counter()
-    owner: dict[str, str] = {}
+    healthy: list[tuple[ShardRecord, np.ndarray]] = []
     for record in state.shards:
         problems, hashes = _check_shard(root, record, state.fingerprint, full)
         report.problems.extend(problems)
-        if not problems:
+        if not problems and hashes is not None:
             report.rows += record.rows
-            counts.update(hashes)
-            for sha in hashes:
-                owner.setdefault(sha, record.name)
-    for sha, count in counts.items():
-        if count > 1:
-            report.problems.append(
-                Problem("duplicate", None, f"{sha} stored {count} times (first in {owner[sha]})")
-            )
+            healthy.append((record, hashes))
+    report.problems.extend(_duplicates(healthy))
     indexed = {record.name for record in state.shards}
     for path in sorted((root / SHARD_DIR).glob("shard-*.h5")):
         if path.name not in indexed:
             report.notices.append(
                 Problem("orphan", path.name, "on disk but not in the index (not served)")
             )
-    for directory in (root, root / SHARD_DIR):
+    for directory in (root, root / SHARD_DIR, root / COMMIT_DIR):
         for path in sorted(directory.glob(f"{TMP_PREFIX}*")):
             report.notices.append(
                 Problem("temporary", path.name, "left by an interrupted write (not served)")

@@ -42,10 +42,12 @@ from features.compute.loader import ImageRef
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX
 from features.store import FeatureStore, StoreWriter
+from features.store.checkpoint import INDEX_NAME
 from features.store.committer import Committer
 from features.store.fingerprint import Fingerprint
+from features.store.index import read_index
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
+from features.store.shards import SHARD_DIR
 from pipeline.workspace import merge
 from tests.conftest import (
     LIMITS,

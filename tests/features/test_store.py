@@ -24,15 +24,18 @@ import numpy as np
 import psutil
 import pytest
 
+import features.store.index
 import features.store.shards
 from features.compute.extract import extract_codes
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX, file_sha256
 from features.store import FeatureStore, StoreError, StoreFullError, StoreWriter
+from features.store.checkpoint import INDEX_NAME
 from features.store.fingerprint import Fingerprint, FingerprintMismatch
+from features.store.index import COMMIT_DIR, read_index
 from features.store.lock import LockError
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_shard
+from features.store.shards import SHARD_DIR, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
@@ -374,20 +377,20 @@ def test_enospc_while_writing_a_shard_leaves_the_store_unchanged(tmp_path, monke
         assert len(reader) == 16 and np.array_equal(reader.get(hashes), codes)
 
 
-def test_enospc_while_publishing_the_index_keeps_the_old_commit(tmp_path, monkeypatch):
+def test_enospc_while_publishing_the_commit_record_keeps_the_old_commit(tmp_path, monkeypatch):
     store = tmp_path / "store"
     _store(store, blocks=1)
-    real = features.store.shards.publish
+    real = features.store.index.publish
 
-    def full_at_index(tmp: Path, final: Path) -> None:
-        if final.name == INDEX_NAME:
+    def full_at_record(tmp: Path, final: Path) -> None:
+        if final.parent.name == COMMIT_DIR:
             raise _enospc()
         real(tmp, final)
 
     new = _hashes(8, start=8)
     with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
         before = _files(store)
-        monkeypatch.setattr(features.store.shards, "publish", full_at_index)
+        monkeypatch.setattr(features.store.index, "publish", full_at_record)
         with pytest.raises(StoreFullError, match="disk full while committing 8 rows"):
             writer.commit(new, _codes(8, seed=5))
     monkeypatch.undo()

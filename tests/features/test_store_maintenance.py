@@ -25,8 +25,10 @@ from features.compute.loader import ImageRef
 from features.data.synthetic import make_dataset
 from features.files import file_sha256
 from features.store import FeatureStore, StoreError, StoreWriter
+from features.store.checkpoint import INDEX_NAME
+from features.store.index import read_index, write_index
 from features.store.maintenance import compact, info, repair, verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_index, write_shard
+from features.store.shards import SHARD_DIR, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command
 
