@@ -11,7 +11,7 @@ outside and then let it go on (SIGCONT) or kill it.
 Usage (from the repository root)::
 
     python -m tests.killpoints extract --refs refs.json --store STORE \
-        --kill features.store.shards.publish:before:3:index
+        --kill features.store.index.publish:before:2:index
     python -m tests.killpoints extract ... --kill features.store.shards.open:after:2:shard
     python -m tests.killpoints extract --layers fc6,fc7 ... --kill \
         features.store.writer.StoreWriter.commit:after:3:
@@ -51,12 +51,13 @@ def _shard_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 
 def _index_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of the index, the commit point."""
+    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of a commit record (the commit point)
+    or of the ``index.h5`` checkpoint."""
     return Path(args[0]).parent.name != SHARD_DIR
 
 
 def _store_directory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """``fsync_path(root)``: the index was just renamed into place."""
+    """``fsync_path(folder)``: a checkpoint or a commit record was just renamed into place."""
     path = Path(args[0])
     return path.is_dir() and path.name != SHARD_DIR
 

@@ -195,8 +195,8 @@ def _wait_until_stopped(child: subprocess.Popen, timeout: float = 120.0) -> None
 @pytest.fixture
 def frozen_writer(tmp_path: Path, refs_file: Path) -> Iterator[subprocess.Popen]:
     """An extraction frozen by SIGSTOP with commit 2 half done: shard 2 renamed into place,
-    its new index written to a temporary file but not yet renamed over ``index.h5``."""
-    point = KillPoint("features.store.shards.publish", "before", 3, "index")
+    its commit record written to a temporary file but not yet renamed into ``commits/``."""
+    point = KillPoint("features.store.index.publish", "before", 2, "index")
     command = child_command(
         "extract", tmp_path / "store", "--refs", str(refs_file), kill=point, signum="STOP"
     )
@@ -228,8 +228,8 @@ def test_second_writer_fails_fast_and_readers_see_the_last_commit(tmp_path, froz
     )
     assert cli.returncode == 2 and f"pid {frozen_writer.pid}" in cli.stderr, cli.stderr
 
-    left = sorted(p.name for p in (*store.glob(f"{TMP_PREFIX}*"), *store.glob("shards/*")))
-    assert len(left) == 3 and left[0].startswith(TMP_PREFIX), "half a commit is on disk"
+    left = sorted(p.name for p in (*store.glob(f"{COMMIT_DIR}/*"), *store.glob("shards/*")))
+    assert len(left) == 4 and left[0].startswith(TMP_PREFIX), "half a commit is on disk"
     snapshot = FeatureStore(store)  # opens at once although the writer holds the lock
     assert len(snapshot) == 8 and snapshot.state.generation == 1
     first = snapshot.get(snapshot.hashes)

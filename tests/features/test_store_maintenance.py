@@ -270,7 +270,7 @@ def test_reader_opening_during_a_compaction_reads_the_new_index(clean, store, mo
     "point",
     [
         KillPoint("features.store.maintenance.write_shard", "after"),
-        KillPoint("features.store.shards.publish", "before", 1, "index"),
+        KillPoint("features.store.checkpoint.publish", "before", 1, "index"),
         KillPoint("features.store.writer.StoreWriter.replace_shards", "after"),
     ],
     ids=["merged_shard_written", "index_tmp_written", "index_replaced_old_shards_left"],
