@@ -118,12 +118,13 @@ def _check_shard(
         return [Problem("unreadable", record.name, str(error))], None
 
 
-def _read_state(root: Path) -> IndexState:
-    """The committed index, or a :class:`StoreError` that says what to do instead."""
+def _read_state(root: Path, strict: bool = True) -> IndexState:
+    """The committed index, or a :class:`StoreError` that says what to do instead;
+    ``strict=False`` stops at a missing commit record (repair heals it) instead."""
     if not (root / INDEX_NAME).is_file():
         raise StoreError(f"no feature store at {root}: run the extract stage first")
     try:
-        return read_index(root)
+        return read_index(root, strict)
     except (OSError, KeyError, ValueError) as error:
         raise StoreError(
             f"cannot read {root / INDEX_NAME} ({error}); without it no shard can be trusted. "
@@ -185,7 +186,7 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
 def repair(root: Path, log=print) -> VerifyReport:
     """Drop bad shards and stray files; the next extract recomputes the dropped rows."""
     root = Path(root)
-    state = _read_state(root)
+    state = _read_state(root, strict=False)
     report = verify(root)
     bad = report.bad_shards()
     duplicates = [p for p in report.problems if p.kind == "duplicate"]
