@@ -22,6 +22,7 @@ from features.store.hashindex import HashIndex
 from features.store.index import COMMIT_DIR, IndexState, read_index
 from features.store.reader import FeatureStore
 from features.store.shards import (
+    HASH_DTYPE,
     SHARD_DIR,
     ShardRecord,
     non_finite_rows,
@@ -132,19 +133,13 @@ def _read_state(root: Path, strict: bool = True) -> IndexState:
         ) from error
 
 
-def _duplicates(shards: list[tuple[ShardRecord, np.ndarray]]) -> list[Problem]:
-    """One problem per hash stored more than once, found by sorting, not a dict of all."""
-    if not shards:
-        return []
-    hashes = np.concatenate([hashes for _, hashes in shards])
-    repeated = HashIndex(hashes).duplicates()
-    if not len(repeated):
-        return []
-    owners = np.repeat(np.arange(len(shards)), [len(hashes) for _, hashes in shards])
+def _duplicates(hashes: np.ndarray, starts: list[int], names: list[str]) -> list[Problem]:
+    """One problem per hash stored more than once, found by sorting, not a dict of all;
+    shard ``names[i]`` holds ``hashes[starts[i]:]`` up to the next start."""
     problems = []
-    for sha in repeated:
+    for sha in HashIndex(hashes).duplicates():
         where = np.flatnonzero(hashes == sha)
-        first = shards[owners[where[0]]][0].name
+        first = names[int(np.searchsorted(starts, where[0], side="right")) - 1]
         detail = f"{sha.decode()} stored {len(where)} times (first in {first})"
         problems.append(Problem("duplicate", None, detail))
     return problems
@@ -161,14 +156,18 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
         return report
     report.shards = len(state.shards)
     report.indexed_rows = state.rows
-    healthy: list[tuple[ShardRecord, np.ndarray]] = []
+    healthy = np.empty(state.rows, dtype=HASH_DTYPE)  # filled shard by shard: one copy
+    starts: list[int] = []
+    names: list[str] = []
     for record in state.shards:
         problems, hashes = _check_shard(root, record, state.fingerprint, full)
         report.problems.extend(problems)
         if not problems and hashes is not None:
+            starts.append(report.rows)
+            names.append(record.name)
+            healthy[report.rows : report.rows + record.rows] = hashes
             report.rows += record.rows
-            healthy.append((record, hashes))
-    report.problems.extend(_duplicates(healthy))
+    report.problems.extend(_duplicates(healthy[: report.rows], starts, names))
     indexed = {record.name for record in state.shards}
     for path in sorted((root / SHARD_DIR).glob("shard-*.h5")):
         if path.name not in indexed:

@@ -125,17 +125,24 @@ class FeatureStore:
         if self._index is None:
             for attempt in range(_LOAD_ATTEMPTS):
                 try:
-                    per_shard = [self._shard(s.name)["hashes"][:] for s in self.state.shards]
+                    hashes = self._read_hashes()
                     break
                 except FileNotFoundError as error:
                     if attempt + 1 == _LOAD_ATTEMPTS:
                         raise self._unreadable(error) from error
                     self._load()
-                except (OSError, KeyError, ValueError) as error:
+                except (OSError, KeyError, ValueError, TypeError) as error:
                     raise self._unreadable(error) from error
-            hashes = np.concatenate(per_shard) if per_shard else np.empty(0, HASH_DTYPE)
             self._index = HashIndex(hashes)
         return self._index
+
+    def _read_hashes(self) -> np.ndarray:
+        """Every shard's hashes read straight into one array (no second copy to join)."""
+        hashes = np.empty(len(self), dtype=HASH_DTYPE)
+        for shard, start in zip(self.state.shards, self._offsets[:-1], strict=False):
+            target = np.s_[int(start) : int(start) + shard.rows]
+            self._shard(shard.name)["hashes"].read_direct(hashes, dest_sel=target)
+        return hashes
 
     def _unreadable(self, error: Exception) -> StoreError:
         return StoreError(
