@@ -151,11 +151,19 @@ class FeatureStore:
         )
 
     def _shard(self, name: str) -> h5py.File:
+        """An open shard; a damaged one is a :class:`StoreError` naming the fix (opening
+        no longer opens every shard, so damage shows at the first read of it)."""
         handle = self._handles.get(name)
         if handle is None:
             if len(self._handles) >= _OPEN_SHARDS:
                 self._handles.popitem(last=False)[1].close()
-            handle = self._handles[name] = _open_shard(self.root / SHARD_DIR / name)
+            try:
+                handle = _open_shard(self.root / SHARD_DIR / name)
+            except FileNotFoundError:
+                raise  # compacted away since we read the index: callers read it again
+            except OSError as error:
+                raise self._unreadable(error) from error
+            self._handles[name] = handle
         self._handles.move_to_end(name)
         return handle
 

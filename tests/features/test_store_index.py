@@ -17,7 +17,7 @@ from features.store.fingerprint import Fingerprint
 from features.store.hashindex import HashIndex
 from features.store.index import commit_files, read_index
 from features.store.maintenance import repair, verify
-from features.store.shards import SkipRecord
+from features.store.shards import SHARD_DIR, SkipRecord
 
 DIM = 8
 FINGERPRINT = Fingerprint(
@@ -190,3 +190,17 @@ def test_hash_index_finds_what_a_dict_finds_ties_included():
 def test_empty_hash_index_finds_nothing():
     rows, found = HashIndex(np.empty(0, dtype="S64")).find(["a", "b"])
     assert not found.any() and len(rows) == 2
+
+
+def test_a_damaged_shard_is_a_store_error_at_its_first_read(tmp_path):
+    store = tmp_path / "store"
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        _commit_blocks(writer, 2)
+    damaged = store / SHARD_DIR / read_index(store).shards[1].name
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with FeatureStore(store) as reader:  # opening reads the index only
+        assert reader.read_rows(np.arange(4)).tobytes() == _codes(4).tobytes()
+        with pytest.raises(StoreError, match=r"pipeline\.store verify"):
+            reader.read_rows(np.arange(4, 8))
+        with pytest.raises(StoreError, match=r"pipeline\.store verify"):
+            reader.get(_hashes(1))
