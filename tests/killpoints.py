@@ -27,9 +27,9 @@ import builtins
 import functools
 import importlib
 import json
-import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,6 +104,12 @@ def _resolve(target: str) -> tuple[Any, str]:
     raise ValueError(f"cannot import any module prefix of {target!r}")
 
 
+def _stop_here(signum: int) -> None:
+    """Signal this very thread: a signal sent to the process may be taken by another thread,
+    and this one (often the committer) would run on into the call it should die before."""
+    signal.pthread_kill(threading.get_ident(), signum)
+
+
 def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
     """Replace ``point.target`` with a wrapper that signals this process at the chosen call."""
     if point.when not in ("before", "after"):
@@ -122,10 +128,10 @@ def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
             seen += 1
             hit = seen == point.call
         if hit and point.when == "before":
-            os.kill(os.getpid(), signum)
+            _stop_here(signum)
         result = original(*args, **kwargs)
         if hit and point.when == "after":
-            os.kill(os.getpid(), signum)
+            _stop_here(signum)
         return result
 
     setattr(owner, name, wrapper)
