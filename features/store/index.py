@@ -101,7 +101,6 @@ def write_index(root: Path, state: IndexState) -> None:
     The caller holds the lock and has already deleted any record beyond
     ``state.generation``, so none can be replayed on top of this checkpoint.
     """
-    (root / COMMIT_DIR).mkdir(exist_ok=True)
     write_checkpoint(root, state)
     for generation, path in sorted(commit_files(root).items()):
         if generation <= state.generation:  # oldest first: a reader sees a gap, never a mix

@@ -59,6 +59,7 @@ def recover(
     error the lock is released again.
     """
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    _make_commit_dir(root)
     lock.acquire()
     try:
         if message := lock.stale_message():
@@ -80,6 +81,14 @@ def recover(
         lock.release()
         raise
     return Recovered(state, known, adopted)
+
+
+def _make_commit_dir(root: Path) -> None:
+    """``commits/``, durably: DVC does not restore an empty folder, and records renamed
+    into a folder whose own entry was lost would vanish with it."""
+    if not (root / COMMIT_DIR).is_dir():
+        (root / COMMIT_DIR).mkdir()
+        fsync_path(root)
 
 
 def _fold(root: Path, state: IndexState, log: Log) -> None:

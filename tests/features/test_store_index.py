@@ -15,7 +15,7 @@ from features.store import FeatureStore, StoreError, StoreWriter
 from features.store.checkpoint import FORMAT, INDEX_NAME, checkpoint_format, read_checkpoint
 from features.store.fingerprint import Fingerprint
 from features.store.hashindex import HashIndex
-from features.store.index import commit_files, read_index
+from features.store.index import COMMIT_DIR, commit_files, read_index
 from features.store.maintenance import repair, verify
 from features.store.shards import SHARD_DIR, SkipRecord
 
@@ -204,3 +204,14 @@ def test_a_damaged_shard_is_a_store_error_at_its_first_read(tmp_path):
             reader.read_rows(np.arange(4, 8))
         with pytest.raises(StoreError, match=r"pipeline\.store verify"):
             reader.get(_hashes(1))
+
+
+def test_a_store_checked_out_without_its_empty_commit_folder_takes_commits(tmp_path):
+    store = tmp_path / "store"
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        _commit_blocks(writer, 1)
+    (store / COMMIT_DIR).rmdir()  # as `dvc checkout` leaves it: DVC keeps no empty folder
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        writer.commit(_hashes(4, 4), _codes(4, 4))
+    with FeatureStore(store) as reader:
+        assert reader.get(_hashes(8)).tobytes() == _codes(8).tobytes()
