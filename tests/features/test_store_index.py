@@ -12,7 +12,13 @@ import pytest
 import features.store.index
 import features.store.writer
 from features.store import FeatureStore, StoreError, StoreWriter
-from features.store.checkpoint import FORMAT, INDEX_NAME, checkpoint_format, read_checkpoint
+from features.store.checkpoint import (
+    FORMAT,
+    INDEX_NAME,
+    checkpoint_format,
+    read_checkpoint,
+    write_checkpoint,
+)
 from features.store.fingerprint import Fingerprint
 from features.store.hashindex import HashIndex
 from features.store.index import COMMIT_DIR, commit_files, read_index
@@ -215,3 +221,18 @@ def test_a_store_checked_out_without_its_empty_commit_folder_takes_commits(tmp_p
         writer.commit(_hashes(4, 4), _codes(4, 4))
     with FeatureStore(store) as reader:
         assert reader.get(_hashes(8)).tobytes() == _codes(8).tobytes()
+
+
+def test_records_a_fold_left_behind_are_ignored_then_deleted(tmp_path):
+    store = tmp_path / "store"
+    _killed_writer(store, blocks=3)
+    state = read_index(store)
+    write_checkpoint(store, state)  # a fold killed before it deleted the records it absorbed
+    assert sorted(commit_files(store)) == [1, 2, 3]
+    assert read_index(store) == state, "records up to the checkpoint's generation are skipped"
+    assert verify(store).ok
+    with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
+        writer.commit(_hashes(4, 12), _codes(4, 12))
+    assert not commit_files(store)
+    with FeatureStore(store) as reader:
+        assert len(reader) == 16 and reader.state.generation == 4
