@@ -84,7 +84,8 @@ def _synthetic_store(root: Path, rows: int) -> None:
 def _storage(work: Path, source: Path) -> list[dict[str, object]]:
     """Bytes per image of the same codes, rewritten with each compression, same shards."""
     from features.store import FeatureStore, StoreWriter
-    from features.store.shards import INDEX_NAME, read_index
+    from features.store.checkpoint import INDEX_NAME
+    from features.store.index import read_index
 
     with FeatureStore(source) as reader:
         hashes, codes = reader.hashes, reader.get(reader.hashes)

@@ -11,7 +11,7 @@ outside and then let it go on (SIGCONT) or kill it.
 Usage (from the repository root)::
 
     python -m tests.killpoints extract --refs refs.json --store STORE \
-        --kill features.store.shards.publish:before:3:index
+        --kill features.store.index.publish:before:2:index
     python -m tests.killpoints extract ... --kill features.store.shards.open:after:2:shard
     python -m tests.killpoints extract --layers fc6,fc7 ... --kill \
         features.store.writer.StoreWriter.commit:after:3:
@@ -27,9 +27,9 @@ import builtins
 import functools
 import importlib
 import json
-import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,12 +51,13 @@ def _shard_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 
 def _index_file(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of the index, the commit point."""
+    """``open(tmp, "wb")`` or ``publish(tmp, final)`` of a commit record (the commit point)
+    or of the ``index.h5`` checkpoint."""
     return Path(args[0]).parent.name != SHARD_DIR
 
 
 def _store_directory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """``fsync_path(root)``: the index was just renamed into place."""
+    """``fsync_path(folder)``: a checkpoint or a commit record was just renamed into place."""
     path = Path(args[0])
     return path.is_dir() and path.name != SHARD_DIR
 
@@ -103,6 +104,12 @@ def _resolve(target: str) -> tuple[Any, str]:
     raise ValueError(f"cannot import any module prefix of {target!r}")
 
 
+def _stop_here(signum: int) -> None:
+    """Signal this very thread: a signal sent to the process may be taken by another thread,
+    and this one (often the committer) would run on into the call it should die before."""
+    signal.pthread_kill(threading.get_ident(), signum)
+
+
 def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
     """Replace ``point.target`` with a wrapper that signals this process at the chosen call."""
     if point.when not in ("before", "after"):
@@ -121,10 +128,10 @@ def arm(point: KillPoint, signum: int = signal.SIGKILL) -> None:
             seen += 1
             hit = seen == point.call
         if hit and point.when == "before":
-            os.kill(os.getpid(), signum)
+            _stop_here(signum)
         result = original(*args, **kwargs)
         if hit and point.when == "after":
-            os.kill(os.getpid(), signum)
+            _stop_here(signum)
         return result
 
     setattr(owner, name, wrapper)

@@ -1,10 +1,11 @@
 """Keeping codes: an HDF5 store that a crash, a full disk or a second writer cannot corrupt.
 
 Writes flow ``committer`` (a background thread batching commits) -> ``writer`` (one
-commit: a new immutable shard, then a new index, each via ``shards``) under ``lock``;
-``recovery`` runs first whenever a writer opens. ``reader`` serves codes by content hash
-without a lock; ``fingerprint`` says which codes may be mixed; ``maintenance`` verifies,
-repairs and compacts.
+commit: a new immutable shard via ``shards``, then a commit record via ``index``, folded
+into the ``checkpoint`` when the writer closes) under ``lock``; ``recovery`` runs first
+whenever a writer opens. ``reader`` serves codes by content hash (``hashindex``) without
+a lock; ``fingerprint`` says which codes may be mixed; ``maintenance`` verifies, repairs
+and compacts.
 """
 
 from features.store.committer import CommitStats, Committer

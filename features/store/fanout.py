@@ -36,7 +36,7 @@ class StoreFanout:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        self._stack.__exit__(*exc)  # each writer learns of a failure: it then skips its fold
 
     def missing(self, sha256: str) -> tuple[str, ...]:
         """The layers whose store neither holds ``sha256`` nor records it as skipped."""

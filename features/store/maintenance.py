@@ -8,7 +8,6 @@ exactly those rows.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +15,17 @@ import h5py
 import numpy as np
 
 from features.files import TMP_PREFIX, file_sha256
+from features.store.checkpoint import INDEX_NAME
 from features.store.errors import StoreError
 from features.store.fingerprint import Fingerprint
+from features.store.hashindex import HashIndex
+from features.store.index import COMMIT_DIR, IndexState, read_index
 from features.store.reader import FeatureStore
 from features.store.shards import (
-    INDEX_NAME,
+    HASH_DTYPE,
     SHARD_DIR,
-    IndexState,
     ShardRecord,
     non_finite_rows,
-    read_index,
     read_shard_hashes,
     write_shard,
 )
@@ -76,18 +76,18 @@ class VerifyReport:
 
 def _check_shard(
     root: Path, record: ShardRecord, fingerprint: Fingerprint, full: bool
-) -> tuple[list[Problem], list[str]]:
+) -> tuple[list[Problem], np.ndarray | None]:
     path = root / SHARD_DIR / record.name
     if not path.exists():
-        return [Problem("missing", record.name, "listed in the index but not on disk")], []
+        return [Problem("missing", record.name, "listed in the index but not on disk")], None
     size = path.stat().st_size
     if size != record.bytes:
         kind = "truncated" if size < record.bytes else "corrupt"
         return [
             Problem(kind, record.name, f"{size} bytes on disk, index recorded {record.bytes}")
-        ], []
+        ], None
     if full and file_sha256(path) != record.sha256:
-        return [Problem("corrupt", record.name, "SHA-256 differs from the index")], []
+        return [Problem("corrupt", record.name, "SHA-256 differs from the index")], None
     try:
         with h5py.File(path, "r") as handle:
             stored = Fingerprint.from_json(handle.attrs["fingerprint"])
@@ -114,22 +114,35 @@ def _check_shard(
             if len(broken):
                 detail = f"{len(broken)} of {record.rows} rows hold NaN or inf"
                 problems.append(Problem("non_finite", record.name, detail))
-            return problems, [value.decode() for value in hashes[:]]
+            return problems, hashes[:]
     except (OSError, KeyError, ValueError) as error:
-        return [Problem("unreadable", record.name, str(error))], []
+        return [Problem("unreadable", record.name, str(error))], None
 
 
-def _read_state(root: Path) -> IndexState:
-    """The committed index, or a :class:`StoreError` that says what to do instead."""
+def _read_state(root: Path, strict: bool = True) -> IndexState:
+    """The committed index, or a :class:`StoreError` that says what to do instead;
+    ``strict=False`` stops at a missing commit record (repair heals it) instead."""
     if not (root / INDEX_NAME).is_file():
         raise StoreError(f"no feature store at {root}: run the extract stage first")
     try:
-        return read_index(root)
+        return read_index(root, strict)
     except (OSError, KeyError, ValueError) as error:
         raise StoreError(
             f"cannot read {root / INDEX_NAME} ({error}); without it no shard can be trusted. "
             f"Move the store aside and run the extract stage again."
         ) from error
+
+
+def _duplicates(hashes: np.ndarray, starts: list[int], names: list[str]) -> list[Problem]:
+    """One problem per hash stored more than once, found by sorting, not a dict of all;
+    shard ``names[i]`` holds ``hashes[starts[i]:]`` up to the next start."""
+    problems = []
+    for sha in HashIndex(hashes).duplicates():
+        where = np.flatnonzero(hashes == sha)
+        first = names[int(np.searchsorted(starts, where[0], side="right")) - 1]
+        detail = f"{sha.decode()} stored {len(where)} times (first in {first})"
+        problems.append(Problem("duplicate", None, detail))
+    return problems
 
 
 def verify(root: Path, full: bool = True) -> VerifyReport:
@@ -143,28 +156,25 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
         return report
     report.shards = len(state.shards)
     report.indexed_rows = state.rows
-    counts: Counter[str] = Counter()
-    owner: dict[str, str] = {}
+    healthy = np.empty(state.rows, dtype=HASH_DTYPE)  # filled shard by shard: one copy
+    starts: list[int] = []
+    names: list[str] = []
     for record in state.shards:
         problems, hashes = _check_shard(root, record, state.fingerprint, full)
         report.problems.extend(problems)
-        if not problems:
+        if not problems and hashes is not None:
+            starts.append(report.rows)
+            names.append(record.name)
+            healthy[report.rows : report.rows + record.rows] = hashes
             report.rows += record.rows
-            counts.update(hashes)
-            for sha in hashes:
-                owner.setdefault(sha, record.name)
-    for sha, count in counts.items():
-        if count > 1:
-            report.problems.append(
-                Problem("duplicate", None, f"{sha} stored {count} times (first in {owner[sha]})")
-            )
+    report.problems.extend(_duplicates(healthy[: report.rows], starts, names))
     indexed = {record.name for record in state.shards}
     for path in sorted((root / SHARD_DIR).glob("shard-*.h5")):
         if path.name not in indexed:
             report.notices.append(
                 Problem("orphan", path.name, "on disk but not in the index (not served)")
             )
-    for directory in (root, root / SHARD_DIR):
+    for directory in (root, root / SHARD_DIR, root / COMMIT_DIR):
         for path in sorted(directory.glob(f"{TMP_PREFIX}*")):
             report.notices.append(
                 Problem("temporary", path.name, "left by an interrupted write (not served)")
@@ -175,7 +185,7 @@ def verify(root: Path, full: bool = True) -> VerifyReport:
 def repair(root: Path, log=print) -> VerifyReport:
     """Drop bad shards and stray files; the next extract recomputes the dropped rows."""
     root = Path(root)
-    state = _read_state(root)
+    state = _read_state(root, strict=False)
     report = verify(root)
     bad = report.bad_shards()
     duplicates = [p for p in report.problems if p.kind == "duplicate"]

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from features.errors import UserError
 from features.files import fsync_path
+from features.store.checkpoint import INDEX_NAME
+from features.store.index import read_index
 from features.store.lock import LOCK_NAME, StoreLock
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
+from features.store.shards import SHARD_DIR
 
 __all__ = ["adopt_single_store"]
 

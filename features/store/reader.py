@@ -1,8 +1,10 @@
 """Reader: codes keyed by image SHA-256, read from one committed generation of a store.
 
 :class:`FeatureStore` reads a snapshot (the index as it was when opened) without any lock,
-so heads train while extraction runs. See :mod:`features.store.shards` for the on-disk
-layout and why it survives ``kill -9``.
+so heads train while extraction runs. Opening reads only the index; the hashes are read
+from the shards on the first lookup, so a process that streams rows in store order never
+pays for them. See :mod:`features.store.shards` for the on-disk layout and why it
+survives ``kill -9``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from features.store.checkpoint import INDEX_NAME
 from features.store.errors import StoreError
 from features.store.fingerprint import Fingerprint
-from features.store.shards import INDEX_NAME, SHARD_DIR, SkipRecord, read_index
+from features.store.hashindex import HashIndex
+from features.store.index import read_index
+from features.store.shards import HASH_DTYPE, SHARD_DIR, SkipRecord
 
 __all__ = ["FeatureStore"]
 
@@ -85,33 +90,59 @@ class FeatureStore:
         if not (self.root / INDEX_NAME).is_file():
             raise StoreError(f"no feature store at {self.root}: run the extract stage first")
         self._handles: OrderedDict[str, h5py.File] = OrderedDict()
+        self._index: HashIndex | None = None
         self._load()
         if expected is not None:
             self.fingerprint.require_same(expected, f"store {self.root}")
 
     def _load(self) -> None:
-        """Read the index and open every shard it lists.
+        """Read the index and check that every shard it lists is there.
 
         Compaction and repair delete shards right after publishing an index without them,
-        so a shard missing between our reading the index and opening it means a newer
+        so a shard missing between our reading the index and looking for it means a newer
         index exists: read again. Only a shard missing every time is damage.
         """
         for attempt in range(_LOAD_ATTEMPTS):
             self.close()
+            self._index = None
             try:
                 self.state = read_index(self.root)
-                per_shard = [self._shard(s.name)["hashes"][:] for s in self.state.shards]
-                break
-            except FileNotFoundError as error:
-                if attempt + 1 < _LOAD_ATTEMPTS:
-                    continue
-                raise self._unreadable(error) from error
             except (OSError, KeyError, ValueError) as error:
                 raise self._unreadable(error) from error
-        sizes = [len(hashes) for hashes in per_shard]
+            shard_dir = self.root / SHARD_DIR
+            missing = [s.name for s in self.state.shards if not (shard_dir / s.name).is_file()]
+            if not missing:
+                break
+            if attempt + 1 == _LOAD_ATTEMPTS:
+                error = FileNotFoundError(f"{shard_dir / missing[0]} is listed but missing")
+                raise self._unreadable(error)
+        sizes = [shard.rows for shard in self.state.shards]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self._hashes = np.concatenate(per_shard) if per_shard else np.empty(0, dtype="S64")
-        self._sorted = np.argsort(self._hashes, kind="stable")
+
+    def _lookup(self) -> HashIndex:
+        """Every hash, read from the shards on first use (a shard compacted away since we
+        opened means a newer index: read it again)."""
+        if self._index is None:
+            for attempt in range(_LOAD_ATTEMPTS):
+                try:
+                    hashes = self._read_hashes()
+                    break
+                except FileNotFoundError as error:
+                    if attempt + 1 == _LOAD_ATTEMPTS:
+                        raise self._unreadable(error) from error
+                    self._load()
+                except (OSError, KeyError, ValueError, TypeError) as error:
+                    raise self._unreadable(error) from error
+            self._index = HashIndex(hashes)
+        return self._index
+
+    def _read_hashes(self) -> np.ndarray:
+        """Every shard's hashes read straight into one array (no second copy to join)."""
+        hashes = np.empty(len(self), dtype=HASH_DTYPE)
+        for shard, start in zip(self.state.shards, self._offsets[:-1], strict=False):
+            target = np.s_[int(start) : int(start) + shard.rows]
+            self._shard(shard.name)["hashes"].read_direct(hashes, dest_sel=target)
+        return hashes
 
     def _unreadable(self, error: Exception) -> StoreError:
         return StoreError(
@@ -120,11 +151,19 @@ class FeatureStore:
         )
 
     def _shard(self, name: str) -> h5py.File:
+        """An open shard; a damaged one is a :class:`StoreError` naming the fix (opening
+        no longer opens every shard, so damage shows at the first read of it)."""
         handle = self._handles.get(name)
         if handle is None:
             if len(self._handles) >= _OPEN_SHARDS:
                 self._handles.popitem(last=False)[1].close()
-            handle = self._handles[name] = _open_shard(self.root / SHARD_DIR / name)
+            try:
+                handle = _open_shard(self.root / SHARD_DIR / name)
+            except FileNotFoundError:
+                raise  # compacted away since we read the index: callers read it again
+            except OSError as error:
+                raise self._unreadable(error) from error
+            self._handles[name] = handle
         self._handles.move_to_end(name)
         return handle
 
@@ -137,25 +176,19 @@ class FeatureStore:
         return self.fingerprint.dim
 
     def __len__(self) -> int:
-        return len(self._hashes)
+        return int(self._offsets[-1])
 
     @property
     def hashes(self) -> list[str]:
         """Every stored hash, in store order."""
-        return [value.decode() for value in self._hashes]
+        return [value.decode() for value in self._lookup().hashes]
 
     @property
     def skipped(self) -> dict[str, SkipRecord]:
         return {record.sha256: record for record in self.state.skipped}
 
     def _positions(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.array(list(hashes), dtype="S64")
-        if len(self._hashes) == 0:
-            return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-        slots = np.searchsorted(self._hashes, keys, sorter=self._sorted)
-        slots = np.minimum(slots, len(self._hashes) - 1)
-        rows = self._sorted[slots]
-        return rows, self._hashes[rows] == keys
+        return self._lookup().find(hashes)
 
     def contains(self, hashes: Sequence[str]) -> np.ndarray:
         """Boolean mask: which of ``hashes`` have codes."""
@@ -232,13 +265,13 @@ class FeatureStore:
 
         if len(self) == 0:
             return da.zeros((0, self.dim), dtype=self.fingerprint.dtype)
+        dtype = np.dtype(self.fingerprint.dtype)
         parts = []
         for shard in self.state.shards:
-            codes = self._shard(shard.name)["codes"]
-            source = ShardCodes(self.root / SHARD_DIR / shard.name, codes.shape, codes.dtype)
-            chunks = (chunk_rows, *codes.shape[1:])
+            path = self.root / SHARD_DIR / shard.name
+            source = ShardCodes(path, (shard.rows, self.dim), dtype)
             parts.append(
-                da.from_array(source, chunks=chunks, meta=np.empty((0,) * codes.ndim, codes.dtype))
+                da.from_array(source, chunks=(chunk_rows, self.dim), meta=np.empty((0, 0), dtype))
             )
         return da.concatenate(parts, axis=0)
 

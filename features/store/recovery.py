@@ -4,9 +4,12 @@ Runs once per writer, under the lock, before the first commit, in this order:
 
 1. take the lock (the kernel released a dead holder's ``flock``; we only say who it was);
 2. remove temporary files: writes that never reached their rename;
-3. read the index, or create an empty one, and refuse a different fingerprint;
-4. collect the hashes already indexed;
-5. adopt orphans: complete shards renamed into place whose index commit never happened.
+3. read the index (checkpoint and commit records), or create an empty one, and refuse a
+   different fingerprint;
+4. fold the commit records a killed writer left into a new checkpoint (deleting any that
+   follow a missing one: their shards are orphans below), and rewrite a format-1 index;
+5. collect the hashes already indexed;
+6. adopt orphans: complete shards renamed into place whose index commit never happened.
 
 The commit path (:mod:`features.store.writer`) starts from what this returns.
 """
@@ -19,20 +22,19 @@ from pathlib import Path
 
 import h5py
 
-from features.files import TMP_PREFIX, file_sha256
+from features.files import TMP_PREFIX, file_sha256, fsync_path
+from features.store.checkpoint import FORMAT, INDEX_NAME, checkpoint_format
 from features.store.errors import StoreError
 from features.store.fingerprint import Fingerprint
-from features.store.lock import StoreLock
-from features.store.shards import (
-    INDEX_NAME,
-    SHARD_DIR,
+from features.store.index import (
+    COMMIT_DIR,
     IndexState,
-    ShardRecord,
-    non_finite_rows,
+    commit_files,
     read_index,
-    read_shard_hashes,
     write_index,
 )
+from features.store.lock import StoreLock
+from features.store.shards import SHARD_DIR, ShardRecord, non_finite_rows, read_shard_hashes
 
 __all__ = ["Recovered", "adopt_orphans", "indexed_hashes", "recover", "remove_temporaries"]
 
@@ -57,14 +59,16 @@ def recover(
     error the lock is released again.
     """
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    _make_commit_dir(root)
     lock.acquire()
     try:
         if message := lock.stale_message():
             log(f"store: {message}")
         remove_temporaries(root, log)
         if (root / INDEX_NAME).exists():
-            state = read_index(root)
+            state = read_index(root, strict=False)
             state.fingerprint.require_same(fingerprint, f"store {root}")
+            _fold(root, state, log)
         else:
             state = IndexState(fingerprint, (), (), 0)
             write_index(root, state)
@@ -79,8 +83,33 @@ def recover(
     return Recovered(state, known, adopted)
 
 
+def _make_commit_dir(root: Path) -> None:
+    """``commits/``, durably: DVC does not restore an empty folder, and records renamed
+    into a folder whose own entry was lost would vanish with it."""
+    if not (root / COMMIT_DIR).is_dir():
+        (root / COMMIT_DIR).mkdir()
+        fsync_path(root)
+
+
+def _fold(root: Path, state: IndexState, log: Log) -> None:
+    """Checkpoint ``state`` if commit records or an old format remain; it stays the same
+    generation, as it holds the same commits."""
+    records = commit_files(root)
+    stray = [path for generation, path in records.items() if generation > state.generation]
+    for path in stray:
+        path.unlink()
+        log(
+            f"store: removed {path.name}, a commit record after a missing one; "
+            f"its shards are adopted again below"
+        )
+    if stray:  # durably gone before a checkpoint could make them look next in line
+        fsync_path(root / COMMIT_DIR)
+    if records or checkpoint_format(root) != FORMAT:
+        write_index(root, state)
+
+
 def remove_temporaries(root: Path, log: Log) -> None:
-    for directory in (root, root / SHARD_DIR):
+    for directory in (root, root / SHARD_DIR, root / COMMIT_DIR):
         for leftover in directory.glob(f"{TMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)
             log(f"store: removed {leftover.name}, left by an interrupted write")

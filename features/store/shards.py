@@ -1,24 +1,23 @@
-"""Writer: immutable HDF5 shards and the index that lists them, each replaced atomically.
+"""Shards: the immutable HDF5 files that hold a store's codes, each written atomically.
 
 A store is a directory::
 
-    index.h5          the commit point: fingerprint, shard table, skip records, and
-                      virtual datasets ``codes`` (n, dim) and ``hashes`` (n,) spanning
-                      every shard, so any HDF5 tool reads the whole store as one array
+    index.h5          the last checkpoint of the index (:mod:`features.store.checkpoint`)
+    commits/*.json    one small record per commit since then (:mod:`features.store.index`)
     shards/*.h5       immutable: ``codes`` (rows, dim) and ``hashes`` (rows,) each
     LOCK              present only while a writer runs
 
 Every file is written under a temporary name, fsynced, renamed into place and its
-directory fsynced. A reader therefore sees the old index or the new one, never half of
-one, and a shard either exists complete or not at all. Shards are written without any
-lock, so Dask workers can each write their own; only the index update is serialised.
+directory fsynced, so a shard either exists complete or not at all. Shards are written
+without any lock, so Dask workers can each write their own; only the index update is
+serialised.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,28 +30,22 @@ from features.store.fingerprint import Fingerprint
 
 __all__ = [
     "FORMAT",
-    "INDEX_NAME",
+    "HASH_DTYPE",
     "SHARD_DIR",
     "Failure",
-    "IndexState",
     "ShardRecord",
     "SkipRecord",
+    "in_memory",
     "non_finite_rows",
-    "read_index",
     "read_shard_hashes",
     "require_finite",
-    "write_index",
     "write_shard",
 ]
 
-FORMAT = "vgg-feature-store/1"
-INDEX_NAME = "index.h5"
+FORMAT = "vgg-feature-store/1"  # of a shard file; the index has its own
 SHARD_DIR = "shards"
 HASH_DTYPE = "S64"  # hex SHA-256, readable by any HDF5 tool
 CHUNK_ROWS = 64  # 512 KiB per chunk at float16: fits h5py's chunk cache, cheap random reads
-
-_SHARD_TABLE = np.dtype([("name", "S80"), ("rows", "<i8"), ("sha256", "S64"), ("bytes", "<i8")])
-_SKIP_TABLE = np.dtype([("sha256", HASH_DTYPE), ("reason", "S32"), ("detail", "S256")])
 
 
 @dataclass(frozen=True)
@@ -88,22 +81,8 @@ class Failure:
     permanent: bool
 
 
-@dataclass(frozen=True)
-class IndexState:
-    """The whole committed state of a store."""
-
-    fingerprint: Fingerprint
-    shards: tuple[ShardRecord, ...]
-    skipped: tuple[SkipRecord, ...]
-    generation: int
-
-    @property
-    def rows(self) -> int:
-        return sum(shard.rows for shard in self.shards)
-
-
 @contextmanager
-def _in_memory(path: Path) -> Iterator[h5py.File]:
+def in_memory(path: Path) -> Iterator[h5py.File]:
     """An HDF5 file built in memory, then written to ``path`` with one plain ``write``.
 
     HDF5 defers writes to its caches, and when flushing them at close fails (a full disk)
@@ -128,7 +107,7 @@ def _write_shard_file(
     compression: str | None,
 ) -> None:
     rows, dim = codes.shape
-    with _in_memory(path) as handle:
+    with in_memory(path) as handle:
         handle.attrs["format"] = FORMAT
         handle.attrs["fingerprint"] = fingerprint.to_json()
         handle.attrs["created"] = time.time()
@@ -196,89 +175,3 @@ def write_shard(
 def read_shard_hashes(path: Path) -> list[str]:
     with h5py.File(path, "r") as handle:
         return [value.decode() for value in handle["hashes"][:]]
-
-
-def _virtual(
-    handle: h5py.File,
-    name: str,
-    shards: Iterable[ShardRecord],
-    dtype: np.dtype,
-    row_shape: tuple[int, ...],
-) -> None:
-    shards = list(shards)
-    total = sum(shard.rows for shard in shards)
-    if total == 0:
-        handle.create_dataset(name, shape=(0, *row_shape), dtype=dtype)
-        return
-    layout = h5py.VirtualLayout(shape=(total, *row_shape), dtype=dtype)
-    start = 0
-    for shard in shards:
-        source = h5py.VirtualSource(
-            f"{SHARD_DIR}/{shard.name}", name, shape=(shard.rows, *row_shape), dtype=dtype
-        )
-        layout[start : start + shard.rows] = source
-        start += shard.rows
-    handle.create_virtual_dataset(name, layout)
-
-
-def _write_index_file(path: Path, state: IndexState) -> None:
-    fingerprint = state.fingerprint
-    with _in_memory(path) as handle:
-        handle.attrs["format"] = FORMAT
-        handle.attrs["fingerprint"] = fingerprint.to_json()
-        handle.attrs["generation"] = state.generation
-        handle.attrs["rows"] = state.rows
-        handle.create_dataset(
-            "shards",
-            data=np.array(
-                [(s.name, s.rows, s.sha256, s.bytes) for s in state.shards], dtype=_SHARD_TABLE
-            ),
-        )
-        handle.create_dataset(
-            "skipped",
-            data=np.array(
-                [
-                    (s.sha256, s.reason, s.detail.encode("utf-8", "replace")[:256])
-                    for s in state.skipped
-                ],
-                dtype=_SKIP_TABLE,
-            ),
-        )
-        _virtual(handle, "codes", state.shards, np.dtype(fingerprint.dtype), (fingerprint.dim,))
-        _virtual(handle, "hashes", state.shards, np.dtype(HASH_DTYPE), ())
-
-
-def write_index(root: Path, state: IndexState) -> None:
-    """Replace the index atomically: this rename is the store's commit point."""
-    tmp = temporary_path(root, ".h5")
-    try:
-        _write_index_file(tmp, state)
-        publish(tmp, root / INDEX_NAME)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_index(root: Path) -> IndexState:
-    with h5py.File(root / INDEX_NAME, "r") as handle:
-        if handle.attrs.get("format") != FORMAT:
-            raise ValueError(
-                f"{root / INDEX_NAME} has format {handle.attrs.get('format')!r}, "
-                f"expected {FORMAT!r}"
-            )
-        fingerprint = Fingerprint.from_json(handle.attrs["fingerprint"])
-        shards = tuple(
-            ShardRecord(
-                row["name"].decode(), int(row["rows"]), row["sha256"].decode(), int(row["bytes"])
-            )
-            for row in handle["shards"][:]
-        )
-        skipped = tuple(
-            SkipRecord(
-                row["sha256"].decode(),
-                row["reason"].decode(),
-                row["detail"].decode("utf-8", "replace"),
-            )
-            for row in handle["skipped"][:]
-        )
-        return IndexState(fingerprint, shards, skipped, int(handle.attrs["generation"]))

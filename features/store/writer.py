@@ -1,15 +1,19 @@
 """Writer: the single writer of a store, turning each batch into one atomic commit.
 
-A commit is a new immutable shard, then a new index that lists it (the commit point), so
-a reader sees the previous commit or this one, never half. Opening hands over to
-:mod:`features.store.recovery` first, so every commit starts from a clean store.
+A commit is a new immutable shard, then a commit record that lists it (the commit point,
+:mod:`features.store.index`), so a reader sees the previous commit or this one, never
+half, and a commit costs the same at any store size. Opening hands over to
+:mod:`features.store.recovery` first, so every commit starts from a clean store; closing
+folds the session's records into one checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import h5py
 import numpy as np
@@ -17,16 +21,15 @@ import numpy as np
 from features.files import file_sha256
 from features.store.errors import disk_full_is
 from features.store.fingerprint import Fingerprint
+from features.store.index import IndexState, append_commit, write_index
 from features.store.lock import LOCK_NAME, StoreLock
 from features.store.recovery import adopt_orphans, indexed_hashes, recover, remove_temporaries
 from features.store.shards import (
     SHARD_DIR,
-    IndexState,
     ShardRecord,
     SkipRecord,
     read_shard_hashes,
     require_finite,
-    write_index,
     write_shard,
 )
 
@@ -55,42 +58,70 @@ class StoreWriter:
         self._ignore = frozenset(ignore)  # indexed shards not to read: repair drops them
         self._lock = StoreLock(self.root / LOCK_NAME)
         self._known: set[str] = set()
+        self._skipped: dict[str, SkipRecord] = {}
+        self._unfolded = False  # commit records written since the last checkpoint
         self.state: IndexState | None = None
 
     def __enter__(self) -> StoreWriter:
         self.open()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # the records stay valid; the next writer folds them
+            self._lock.release()
 
     def open(self) -> None:
         with disk_full_is(f"disk full while opening {self.root}; free space and rerun"):
             found = recover(self.root, self.fingerprint, self._lock, self._ignore, self.log)
             self.state, self._known = found.state, found.known
+            self._skipped = {record.sha256: record for record in self.state.skipped}
             try:
                 if found.adopted:
-                    self._publish(replace(self.state, shards=self.state.shards + found.adopted))
+                    self._checkpoint(
+                        replace(
+                            self.state,
+                            shards=self.state.shards + found.adopted,
+                            generation=self.state.generation + 1,
+                        )
+                    )
             except BaseException:
                 self._lock.release()
                 raise
 
     def close(self) -> None:
-        self._lock.release()
+        """Fold this session's commit records into one checkpoint, then unlock, so a
+        finished store is ``index.h5`` and its shards, as any HDF5 tool reads it."""
+        try:
+            if self._unfolded and self.state is not None:
+                with disk_full_is(f"disk full while closing {self.root}; its commits are kept"):
+                    self._checkpoint(self.state)
+        finally:
+            self._lock.release()
 
     @property
-    def known(self) -> frozenset[str]:
-        return frozenset(self._known)
+    def known(self) -> AbstractSet[str]:
+        """Hashes with codes: a read-only view (asked once per image, so never copied)."""
+        return self._known
 
     @property
-    def skipped(self) -> dict[str, SkipRecord]:
-        assert self.state is not None
-        return {record.sha256: record for record in self.state.skipped}
+    def skipped(self) -> Mapping[str, SkipRecord]:
+        """Skip records by hash: a read-only view, kept up to date commit by commit."""
+        return MappingProxyType(self._skipped)
 
-    def _publish(self, state: IndexState) -> None:
-        state = replace(state, generation=state.generation + 1)
+    def _checkpoint(self, state: IndexState) -> None:
         write_index(self.root, state)
         self.state = state
+        self._skipped = {record.sha256: record for record in state.skipped}
+        self._unfolded = False
+
+    def _append(self, shards: tuple[ShardRecord, ...], skips: tuple[SkipRecord, ...]) -> None:
+        assert self.state is not None
+        before = len(self.state.skipped)
+        self.state = append_commit(self.root, self.state, shards, skips)
+        self._skipped.update((record.sha256, record) for record in self.state.skipped[before:])
+        self._unfolded = True
 
     def commit(
         self, hashes: Sequence[str], codes: np.ndarray, skips: Iterable[SkipRecord] = ()
@@ -127,20 +158,16 @@ class StoreWriter:
                     self.fingerprint,
                     self.compression,
                 )
-            shards = self.state.shards + ((record,) if record else ())
-            self._publish(
-                replace(self.state, shards=shards, skipped=self.state.skipped + new_skips)
-            )
+            self._append((record,) if record else (), new_skips)
         self._known.update(kept_hashes)
         return record
 
     def _new_skips(self, skips: Iterable[SkipRecord], arriving: set[str]) -> tuple[SkipRecord, ...]:
         """Skip records not yet known, for images that have no codes and get none now."""
-        recorded = {s.sha256 for s in self.state.skipped} if self.state else set()
         fresh: dict[str, SkipRecord] = {}
         for skip in skips:
             sha = skip.sha256
-            if sha not in self._known and sha not in arriving and sha not in recorded:
+            if sha not in self._known and sha not in arriving and sha not in self._skipped:
                 fresh.setdefault(sha, skip)
         return tuple(fresh.values())
 
@@ -171,13 +198,7 @@ class StoreWriter:
         if not accepted and not new_skips:
             return 0
         with disk_full_is(f"disk full while indexing shards in {self.root}; rerun to adopt"):
-            self._publish(
-                replace(
-                    self.state,
-                    shards=self.state.shards + tuple(accepted),
-                    skipped=self.state.skipped + new_skips,
-                )
-            )
+            self._append(tuple(accepted), new_skips)
         self._known.update(arriving)
         return len(arriving)
 
@@ -191,7 +212,7 @@ class StoreWriter:
         before = len(self._known)
         adopted = adopt_orphans(self.root, self.state, self._known, self.log)
         if adopted:
-            self._publish(replace(self.state, shards=self.state.shards + adopted))
+            self._append(adopted, ())
         return len(self._known) - before
 
     def replace_shards(
@@ -202,11 +223,12 @@ class StoreWriter:
         gone = set(removed)
         dropped = set(drop_skips)
         kept = tuple(s for s in self.state.shards if s.name not in gone)
-        self._publish(
+        self._checkpoint(
             replace(
                 self.state,
                 shards=kept + tuple(added),
                 skipped=tuple(s for s in self.state.skipped if s.sha256 not in dropped),
+                generation=self.state.generation + 1,
             )
         )
         self._known = set()

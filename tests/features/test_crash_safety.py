@@ -35,17 +35,19 @@ import pytest
 import torch
 import yaml
 
-import features.store.shards
+import features.store.index
 from features.compute.encoder import PendingCodes
 from features.compute.extract import extract_codes
 from features.compute.loader import ImageRef
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX
 from features.store import FeatureStore, StoreWriter
+from features.store.checkpoint import INDEX_NAME
 from features.store.committer import Committer
 from features.store.fingerprint import Fingerprint
+from features.store.index import COMMIT_DIR, read_index
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index
+from features.store.shards import SHARD_DIR
 from pipeline.workspace import merge
 from tests.conftest import (
     LIMITS,
@@ -108,21 +110,23 @@ SCENARIOS = (
         16,
     ),
     Scenario(
-        "mid_index_write", (KillPoint("features.store.shards.open", "after", 3, "index"),), 16
-    ),
-    Scenario(
-        "index_tmp_written_before_rename",
-        (KillPoint("features.store.shards.publish", "before", 3, "index"),),
+        "mid_commit_record_write",
+        (KillPoint("features.store.index.open", "after", 2, "index"),),
         16,
     ),
     Scenario(
-        "index_renamed_before_dir_fsync",
+        "commit_record_tmp_written_before_rename",
+        (KillPoint("features.store.index.publish", "before", 2, "index"),),
+        16,
+    ),
+    Scenario(
+        "commit_record_renamed_before_dir_fsync",
         (KillPoint("features.files.fsync_path", "before", 3, "root"),),
         16,
     ),
     Scenario(
         "skip_only_commit",
-        (KillPoint("features.store.shards.publish", "before", 5, "index"),),
+        (KillPoint("features.store.index.publish", "before", 4, "index"),),
         GOOD,
     ),
     Scenario(
@@ -136,7 +140,7 @@ SCENARIOS = (
     Scenario(
         "recovery_before_adoption",
         (
-            KillPoint("features.store.shards.publish", "before", 3, "index"),
+            KillPoint("features.store.index.publish", "before", 2, "index"),
             KillPoint("features.store.recovery.adopt_orphans", "before"),
         ),
         16,
@@ -145,7 +149,8 @@ SCENARIOS = (
         "adoption_index_tmp_before_rename",
         (
             KillPoint("features.store.writer.write_shard", "after", 2),
-            KillPoint("features.store.shards.publish", "before", 1, "index"),
+            # the rerun's first checkpoint folds commit 1's record; its second adopts
+            KillPoint("features.store.checkpoint.publish", "before", 2, "index"),
         ),
         16,
     ),
@@ -228,7 +233,11 @@ def _leftovers(store: Path) -> str:
     state = read_index(store)
     indexed = {shard.name for shard in state.shards}
     orphans = [p for p in (store / SHARD_DIR).glob("shard-*.h5") if p.name not in indexed]
-    temporaries = [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
+    temporaries = [
+        path
+        for folder in (store, store / SHARD_DIR, store / COMMIT_DIR)
+        for path in folder.glob(f"{TMP_PREFIX}*")
+    ]
     parts = [f"gen {state.generation}, {state.rows} rows, {len(state.skipped)} skips"]
     if orphans:
         parts.append(f"{len(orphans)} unindexed shard")
@@ -388,7 +397,11 @@ def test_sigint_commits_finished_batches_and_exits_130(extract_workspace: Path):
     assert child.returncode == 130, stderr
     assert "interrupted: finished work is committed" in stderr
 
-    assert not [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
+    assert not [
+        *store.glob(f"{TMP_PREFIX}*"),
+        *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*"),
+        *(store / COMMIT_DIR).glob(f"{TMP_PREFIX}*"),
+    ]
     assert not (store / "LOCK").exists()
     kept = read_index(store).rows
     assert seen <= kept < 120 and kept % 4 == 0, "whole batches, at least what was seen"
@@ -411,10 +424,10 @@ def test_second_ctrl_c_during_the_final_flush_waits_for_the_commit(tmp_path, mon
     )
     hashes = [f"{i:064x}" for i in range(8)]
     codes = np.arange(32, dtype=np.float16).reshape(8, 4)
-    real = features.store.shards.publish
+    real = features.store.index.publish
 
     def ctrl_c_at_the_commit_point(tmp: Path, final: Path) -> None:
-        if final.name == INDEX_NAME:
+        if final.parent.name == COMMIT_DIR:
             os.kill(os.getpid(), signal.SIGINT)  # reaches the main thread, waiting in close()
             time.sleep(0.3)  # this commit is still in flight when the interrupt lands
         real(tmp, final)
@@ -422,8 +435,12 @@ def test_second_ctrl_c_during_the_final_flush_waits_for_the_commit(tmp_path, mon
     with StoreWriter(store, fingerprint, log=_quiet) as writer:
         committer = Committer(writer, commit_rows=100, commit_seconds=3600.0)
         committer.submit(hashes, PendingCodes(torch.from_numpy(codes)), [])
-        monkeypatch.setattr(features.store.shards, "publish", ctrl_c_at_the_commit_point)
+        monkeypatch.setattr(features.store.index, "publish", ctrl_c_at_the_commit_point)
         with pytest.raises(KeyboardInterrupt):
             committer.close()
     assert read_index(store).rows == 8, "the finished batch was committed before exiting"
-    assert not [*store.glob(f"{TMP_PREFIX}*"), *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*")]
+    assert not [
+        *store.glob(f"{TMP_PREFIX}*"),
+        *(store / SHARD_DIR).glob(f"{TMP_PREFIX}*"),
+        *(store / COMMIT_DIR).glob(f"{TMP_PREFIX}*"),
+    ]

@@ -22,8 +22,8 @@ from features.compute.extract_sets import extract_feature_sets
 from features.compute.feature_sets import FeatureSet
 from features.errors import UserError
 from features.store import FeatureStore
+from features.store.checkpoint import INDEX_NAME
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME
 from tests.conftest import LIMITS, refs_for
 
 FC6, FC7 = FeatureSet("vgg16", "fc6"), FeatureSet("vgg16", "fc7")

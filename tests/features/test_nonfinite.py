@@ -34,8 +34,9 @@ from features.data.scan import scan_dataset
 from features.data.synthetic import make_dataset
 from features.errors import UserError
 from features.store import FeatureStore
+from features.store.index import read_index
 from features.store.maintenance import verify
-from features.store.shards import SHARD_DIR, read_index
+from features.store.shards import SHARD_DIR
 from pipeline import extract as extract_stage
 from pipeline.cli import EXIT_USER_ERROR, run
 from pipeline.workspace import merge

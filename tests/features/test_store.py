@@ -24,15 +24,18 @@ import numpy as np
 import psutil
 import pytest
 
+import features.store.index
 import features.store.shards
 from features.compute.extract import extract_codes
 from features.data.synthetic import make_dataset
 from features.files import TMP_PREFIX, file_sha256
 from features.store import FeatureStore, StoreError, StoreFullError, StoreWriter
+from features.store.checkpoint import INDEX_NAME
 from features.store.fingerprint import Fingerprint, FingerprintMismatch
+from features.store.index import COMMIT_DIR, read_index
 from features.store.lock import LockError
 from features.store.maintenance import verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_shard
+from features.store.shards import SHARD_DIR, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command, save_refs
 
@@ -192,8 +195,8 @@ def _wait_until_stopped(child: subprocess.Popen, timeout: float = 120.0) -> None
 @pytest.fixture
 def frozen_writer(tmp_path: Path, refs_file: Path) -> Iterator[subprocess.Popen]:
     """An extraction frozen by SIGSTOP with commit 2 half done: shard 2 renamed into place,
-    its new index written to a temporary file but not yet renamed over ``index.h5``."""
-    point = KillPoint("features.store.shards.publish", "before", 3, "index")
+    its commit record written to a temporary file but not yet renamed into ``commits/``."""
+    point = KillPoint("features.store.index.publish", "before", 2, "index")
     command = child_command(
         "extract", tmp_path / "store", "--refs", str(refs_file), kill=point, signum="STOP"
     )
@@ -225,8 +228,8 @@ def test_second_writer_fails_fast_and_readers_see_the_last_commit(tmp_path, froz
     )
     assert cli.returncode == 2 and f"pid {frozen_writer.pid}" in cli.stderr, cli.stderr
 
-    left = sorted(p.name for p in (*store.glob(f"{TMP_PREFIX}*"), *store.glob("shards/*")))
-    assert len(left) == 3 and left[0].startswith(TMP_PREFIX), "half a commit is on disk"
+    left = sorted(p.name for p in (*store.glob(f"{COMMIT_DIR}/*"), *store.glob("shards/*")))
+    assert len(left) == 4 and left[0].startswith(TMP_PREFIX), "half a commit is on disk"
     snapshot = FeatureStore(store)  # opens at once although the writer holds the lock
     assert len(snapshot) == 8 and snapshot.state.generation == 1
     first = snapshot.get(snapshot.hashes)
@@ -374,20 +377,20 @@ def test_enospc_while_writing_a_shard_leaves_the_store_unchanged(tmp_path, monke
         assert len(reader) == 16 and np.array_equal(reader.get(hashes), codes)
 
 
-def test_enospc_while_publishing_the_index_keeps_the_old_commit(tmp_path, monkeypatch):
+def test_enospc_while_publishing_the_commit_record_keeps_the_old_commit(tmp_path, monkeypatch):
     store = tmp_path / "store"
     _store(store, blocks=1)
-    real = features.store.shards.publish
+    real = features.store.index.publish
 
-    def full_at_index(tmp: Path, final: Path) -> None:
-        if final.name == INDEX_NAME:
+    def full_at_record(tmp: Path, final: Path) -> None:
+        if final.parent.name == COMMIT_DIR:
             raise _enospc()
         real(tmp, final)
 
     new = _hashes(8, start=8)
     with StoreWriter(store, FINGERPRINT, log=_quiet) as writer:
         before = _files(store)
-        monkeypatch.setattr(features.store.shards, "publish", full_at_index)
+        monkeypatch.setattr(features.store.index, "publish", full_at_record)
         with pytest.raises(StoreFullError, match="disk full while committing 8 rows"):
             writer.commit(new, _codes(8, seed=5))
     monkeypatch.undo()

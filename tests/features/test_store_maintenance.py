@@ -25,8 +25,10 @@ from features.compute.loader import ImageRef
 from features.data.synthetic import make_dataset
 from features.files import file_sha256
 from features.store import FeatureStore, StoreError, StoreWriter
+from features.store.checkpoint import INDEX_NAME
+from features.store.index import read_index, write_index
 from features.store.maintenance import compact, info, repair, verify
-from features.store.shards import INDEX_NAME, SHARD_DIR, read_index, write_index, write_shard
+from features.store.shards import SHARD_DIR, write_shard
 from tests.conftest import LIMITS, SMALL_CONFIG, refs_for
 from tests.killpoints import KillPoint, child_command
 
@@ -268,7 +270,7 @@ def test_reader_opening_during_a_compaction_reads_the_new_index(clean, store, mo
     "point",
     [
         KillPoint("features.store.maintenance.write_shard", "after"),
-        KillPoint("features.store.shards.publish", "before", 1, "index"),
+        KillPoint("features.store.checkpoint.publish", "before", 1, "index"),
         KillPoint("features.store.writer.StoreWriter.replace_shards", "after"),
     ],
     ids=["merged_shard_written", "index_tmp_written", "index_replaced_old_shards_left"],

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from features.data.synthetic import make_dataset
+from features.store.index import read_index
 from features.store.maintenance import verify
-from features.store.shards import read_index
 from pipeline.workspace import create_workspace, run_in, workspace_env
 from tests.conftest import SHAPES, SHAPES_OVERRIDES, TEST_PARAMS_FILE
 
