@@ -13,7 +13,9 @@ order that does not depend on link names, and cannot loop. Only regular files ar
 opened: a FIFO named ``.jpg`` would block the scan forever.
 
 Every candidate image is hashed and fully decoded here, before any batch runs, so a bad
-file is a recorded skip and never a crash hours into extraction.
+file is a recorded skip and never a crash hours into extraction. A rerun reads only what
+changed: a file whose path, size, mtime and inode match the scan cache keeps its hash and
+verdict unread (see :mod:`features.data.scan_cache`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from joblib import Parallel, delayed
 
 from features.data.images import ImageLimits, ImageRejected, probe_image
-from features.data.scan_cache import ScanCache
+from features.data.scan_cache import ScanCache, Verdict, file_key
 from features.errors import UserError
 
 __all__ = [
@@ -184,20 +186,45 @@ def _hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome:
-    base = FileOutcome(candidate.relative, USED, label=candidate.label, split=candidate.split)
-    if not candidate.path.is_file():
-        return replace(
-            base,
-            bucket=SKIPPED,
-            reason="unreadable",
-            detail="not a regular file (a FIFO, socket or device); never opened",
-        )
+def _judged(base: FileOutcome, verdict: Verdict) -> FileOutcome:
+    if verdict["reason"]:
+        return replace(base, bucket=SKIPPED, reason=verdict["reason"], detail=verdict["detail"])
+    return replace(base, detail=verdict["detail"])
+
+
+def _base(candidate: _Candidate) -> FileOutcome:
+    return FileOutcome(candidate.relative, USED, label=candidate.label, split=candidate.split)
+
+
+def _recall(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome | None:
+    """The outcome of a file unchanged since a cached run, without reading it; None when
+    it must be validated (new, changed, moved, or its verdict unknown)."""
     try:
+        key = file_key(os.stat(candidate.path))
+    except OSError:
+        return None
+    sha = cache.known_hash(candidate.relative, key) if key else None
+    verdict = cache.get(sha, limits) if sha else None
+    if verdict is None:
+        return None
+    return _judged(replace(_base(candidate), sha256=sha), verdict)
+
+
+def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome:
+    base = _base(candidate)
+    try:
+        before = file_key(os.stat(candidate.path))
+        if before is None:
+            return replace(
+                base,
+                bucket=SKIPPED,
+                reason="unreadable",
+                detail="not a regular file (a FIFO, socket or device); never opened",
+            )
         sha = _hash(candidate.path)
+        cache.remember_hash(candidate.relative, before, file_key(os.stat(candidate.path)), sha)
     except OSError as error:
         return replace(base, bucket=SKIPPED, reason="unreadable", detail=str(error.strerror))
-    base = replace(base, sha256=sha)
     verdict = cache.get(sha, limits)
     if verdict is None:
         try:
@@ -209,9 +236,7 @@ def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> F
         except ImageRejected as rejected:
             verdict = {"reason": rejected.reason, "detail": rejected.detail}
         cache.put(sha, limits, verdict)
-    if verdict["reason"]:
-        return replace(base, bucket=SKIPPED, reason=verdict["reason"], detail=verdict["detail"])
-    return replace(base, detail=verdict["detail"])
+    return _judged(replace(base, sha256=sha), verdict)
 
 
 def _screen(relative: str, path: Path, problem: str) -> FileOutcome | None:
@@ -279,8 +304,13 @@ def scan_dataset(
             )
         else:
             candidates.append(_Candidate(path, relative, *place))
+    # Unchanged files are settled here, cheaply (a stat each); only the rest go to threads.
+    recalled = [_recall(candidate, limits, cache) for candidate in candidates]
+    outcomes.extend(outcome for outcome in recalled if outcome is not None)
     validated = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_validate)(candidate, limits, cache) for candidate in candidates
+        delayed(_validate)(candidate, limits, cache)
+        for candidate, outcome in zip(candidates, recalled, strict=True)
+        if outcome is None
     )
     outcomes.extend(validated)
     outcomes.sort(key=lambda outcome: outcome.path)
