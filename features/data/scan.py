@@ -15,13 +15,12 @@ opened: a FIFO named ``.jpg`` would block the scan forever.
 Every candidate image is hashed and fully decoded here, before any batch runs, so a bad
 file is a recorded skip and never a crash hours into extraction. A rerun reads only what
 changed: a file whose path, size, mtime and inode match the scan cache keeps its hash and
-verdict unread (see :mod:`features.data.scan_cache`).
+verdict unread (:mod:`features.data.validate`).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,8 +28,9 @@ from pathlib import Path
 
 from joblib import Parallel, delayed
 
-from features.data.images import ImageLimits, ImageRejected, probe_image
-from features.data.scan_cache import ScanCache, Verdict, file_key
+from features.data.images import ImageLimits
+from features.data.scan_cache import ScanCache, Verdict
+from features.data.validate import recall, validate
 from features.errors import UserError
 
 __all__ = [
@@ -178,65 +178,14 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
             yield relative, path, ""
 
 
-def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _judged(base: FileOutcome, verdict: Verdict) -> FileOutcome:
+def _outcome(candidate: _Candidate, found: tuple[str, Verdict]) -> FileOutcome:
+    sha, verdict = found
+    base = FileOutcome(
+        candidate.relative, USED, sha256=sha, label=candidate.label, split=candidate.split
+    )
     if verdict["reason"]:
         return replace(base, bucket=SKIPPED, reason=verdict["reason"], detail=verdict["detail"])
     return replace(base, detail=verdict["detail"])
-
-
-def _base(candidate: _Candidate) -> FileOutcome:
-    return FileOutcome(candidate.relative, USED, label=candidate.label, split=candidate.split)
-
-
-def _recall(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome | None:
-    """The outcome of a file unchanged since a cached run, without reading it; None when
-    it must be validated (new, changed, moved, or its verdict unknown)."""
-    try:
-        key = file_key(os.stat(candidate.path))
-    except OSError:
-        return None
-    sha = cache.known_hash(candidate.relative, key) if key else None
-    verdict = cache.get(sha, limits) if sha else None
-    if verdict is None:
-        return None
-    return _judged(replace(_base(candidate), sha256=sha), verdict)
-
-
-def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome:
-    base = _base(candidate)
-    try:
-        before = file_key(os.stat(candidate.path))
-        if before is None:
-            return replace(
-                base,
-                bucket=SKIPPED,
-                reason="unreadable",
-                detail="not a regular file (a FIFO, socket or device); never opened",
-            )
-        sha = _hash(candidate.path)
-        cache.remember_hash(candidate.relative, before, file_key(os.stat(candidate.path)), sha)
-    except OSError as error:
-        return replace(base, bucket=SKIPPED, reason="unreadable", detail=str(error.strerror))
-    verdict = cache.get(sha, limits)
-    if verdict is None:
-        try:
-            probe = probe_image(candidate.path, limits)
-            verdict = {
-                "reason": "",
-                "detail": f"{probe.format} {probe.mode} {probe.width}x{probe.height}",
-            }
-        except ImageRejected as rejected:
-            verdict = {"reason": rejected.reason, "detail": rejected.detail}
-        cache.put(sha, limits, verdict)
-    return _judged(replace(base, sha256=sha), verdict)
 
 
 def _screen(relative: str, path: Path, problem: str) -> FileOutcome | None:
@@ -304,14 +253,14 @@ def scan_dataset(
             )
         else:
             candidates.append(_Candidate(path, relative, *place))
-    # Unchanged files are settled here, cheaply (a stat each); only the rest go to threads.
-    recalled = [_recall(candidate, limits, cache) for candidate in candidates]
-    outcomes.extend(outcome for outcome in recalled if outcome is not None)
+    # Unchanged files are settled here, a stat each; only the rest go to the threads.
+    found = [recall(c.path, c.relative, limits, cache) for c in candidates]
+    todo = [i for i, known in enumerate(found) if known is None]
     validated = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_validate)(candidate, limits, cache)
-        for candidate, outcome in zip(candidates, recalled, strict=True)
-        if outcome is None
+        delayed(validate)(candidates[i].path, candidates[i].relative, limits, cache) for i in todo
     )
-    outcomes.extend(validated)
+    for i, result in zip(todo, validated, strict=True):
+        found[i] = result
+    outcomes.extend(map(_outcome, candidates, found))
     outcomes.sort(key=lambda outcome: outcome.path)
     return outcomes, predefined

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.data import scan
+from features.data import validate
 from features.data.images import ImageLimits
 from features.data.scan import scan_dataset
 from features.data.scan_cache import ScanCache
@@ -42,10 +42,12 @@ def dataset(tmp_path: Path) -> Path:
 def reads(monkeypatch) -> dict[str, list[str]]:
     """Every file hashed and every image decoded by the scan, by relative name."""
     seen: dict[str, list[str]] = {"hashed": [], "decoded": []}
-    real_hash, real_probe = scan._hash, scan.probe_image
-    monkeypatch.setattr(scan, "_hash", lambda p: seen["hashed"].append(p.name) or real_hash(p))
+    real_hash, real_probe = validate.file_sha256, validate.probe_image
     monkeypatch.setattr(
-        scan, "probe_image", lambda p, lim: seen["decoded"].append(p.name) or real_probe(p, lim)
+        validate, "file_sha256", lambda p: seen["hashed"].append(p.name) or real_hash(p)
+    )
+    monkeypatch.setattr(
+        validate, "probe_image", lambda p, lim: seen["decoded"].append(p.name) or real_probe(p, lim)
     )
     return seen
 
