@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from joblib import Parallel, delayed
@@ -180,12 +180,9 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
 
 def _outcome(candidate: _Candidate, found: tuple[str, Verdict]) -> FileOutcome:
     sha, verdict = found
-    base = FileOutcome(
-        candidate.relative, USED, sha256=sha, label=candidate.label, split=candidate.split
-    )
-    if verdict["reason"]:
-        return replace(base, bucket=SKIPPED, reason=verdict["reason"], detail=verdict["detail"])
-    return replace(base, detail=verdict["detail"])
+    bucket = SKIPPED if verdict["reason"] else USED
+    relative, label, split = candidate.relative, candidate.label, candidate.split
+    return FileOutcome(relative, bucket, verdict["reason"], verdict["detail"], sha, label, split)
 
 
 def _screen(relative: str, path: Path, problem: str) -> FileOutcome | None:
