@@ -3,7 +3,8 @@
 Per size, distinct tiny PNGs (32x24, ~2.4 KB each) in ``c<k>/<i>.png``, their mtimes set
 in the past as an unpacked archive leaves them (a file written within 2 s of a scan is
 never trusted, git's racy rule). Each run is the real stage (:func:`pipeline.prepare.main`)
-in a fresh process, with its phases timed and its peak RSS:
+in a fresh process, with its phases timed and its peak RSS (``rerun`` and ``rehash_all``
+twice, the faster kept, as the 2-core machine is shared):
 
 * **first**: no cache: every file hashed and decoded;
 * **rerun**: the first run's cache: each unchanged file is stat'ed, never read;
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from the repo root
 OLD_NS = 1_600_000_000 * 10**9  # 2020-09-13: long before any scan
 CLASSES = 100
 RUNS = ("first", "rerun", "rehash_all", "cache_formats")
+REPEATS = 2  # reruns are timed twice, the faster kept: the machine is shared
 PHASES = (
     "load_scan_cache",
     "scan_dataset",
@@ -162,8 +164,12 @@ def one_size(n: int, scratch: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"files": n, "generate_s": generate(work / "data", n)}
     for name in RUNS:
         command = [sys.executable, __file__, "--step", name, "--root", str(work)]
-        done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-        result[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        tries = []
+        for _ in range(REPEATS if name in ("rerun", "rehash_all") else 1):
+            done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+            tries.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        result[name] = min(tries, key=lambda run: run.get("seconds", 0.0))
+        result[name]["tries_s"] = [run.get("seconds") for run in tries]
         print(f"{name}: {json.dumps(result[name])}", flush=True)
     result["rerun_speedup_vs_rehash_all"] = result["rehash_all"]["seconds"] / max(
         result["rerun"]["seconds"], 1e-9

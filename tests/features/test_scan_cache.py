@@ -167,3 +167,22 @@ def test_a_crash_while_saving_leaves_the_old_cache(dataset, tmp_path, reads, mon
     assert cache.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "scan.sqlite"]
     assert len(load_scan_cache(cache).files) == 4
+
+
+def test_a_prepare_rerun_reads_no_unchanged_file(dataset, tmp_path, reads, capsys):
+    from pipeline import prepare
+    from tests.conftest import TEST_PARAMS_FILE
+
+    out = tmp_path / "out"
+    args = ["--data", str(dataset), "--params", str(TEST_PARAMS_FILE)]
+    for name in ("manifest", "files", "report", "cache"):
+        args += [f"--{name}", str(out / name)]
+    prepare.main(args)
+    assert "no cache" in capsys.readouterr().out and len(reads["hashed"]) == 4
+    manifest = (out / "manifest").read_bytes()
+    for names in reads.values():
+        names.clear()
+    prepare.main(args)
+    assert "4 files, 4 verdicts" in capsys.readouterr().out
+    assert reads == {"hashed": [], "decoded": []}
+    assert (out / "manifest").read_bytes() == manifest
