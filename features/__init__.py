@@ -7,5 +7,5 @@ Data flows ``data`` -> ``compute`` -> ``store``; imports only go down:
 - :mod:`features.store`: crash-safe HDF5 shards, the index, the lock, maintenance.
 
 ``compute`` imports ``data`` and ``store``; ``data`` and ``store`` import neither, only
-:mod:`features.errors` and :mod:`features.files` beneath everything.
+:mod:`features.errors`, :mod:`features.files` and :mod:`features.memory` beneath everything.
 """

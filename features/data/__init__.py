@@ -4,41 +4,44 @@ In order: ``download`` (an archive, verified and unpacked safely) -> ``scan`` (e
 in one bucket: used, ignored or skipped, with the reason) -> ``images`` (bytes to RGB,
 every conversion explicit) -> ``manifest`` (one row per distinct image, label and split)
 -> ``preprocess`` (resize and crop at uint8). ``synthetic`` makes the offline demo's data.
+
+Names are imported on first use (PEP 562): ``preprocess`` needs torch (~500 MiB, ~3 s),
+and a process that only reads a manifest must not pay for it.
 """
 
-from features.data.download import DownloadError, download_dataset
-from features.data.images import ImageLimits, ImageRejected, decode_rgb, probe_image
-from features.data.manifest import (
-    DataReport,
-    ManifestRow,
-    build_manifest,
-    read_manifest,
-    write_files_csv,
-    write_manifest,
-)
-from features.data.preprocess import Preprocessing
-from features.data.scan import SPLITS, FileOutcome, detect_layout, scan_dataset
-from features.data.scan_cache import ScanCache
-from features.data.synthetic import make_dataset
+from __future__ import annotations
 
-__all__ = [
-    "SPLITS",
-    "DataReport",
-    "DownloadError",
-    "FileOutcome",
-    "ImageLimits",
-    "ImageRejected",
-    "ManifestRow",
-    "Preprocessing",
-    "ScanCache",
-    "build_manifest",
-    "decode_rgb",
-    "detect_layout",
-    "download_dataset",
-    "make_dataset",
-    "probe_image",
-    "read_manifest",
-    "scan_dataset",
-    "write_files_csv",
-    "write_manifest",
-]
+from importlib import import_module
+
+_HOMES = {  # module -> the names it lends the package
+    "download": ("DownloadError", "download_dataset"),
+    "images": ("ImageLimits", "ImageRejected", "decode_rgb", "probe_image"),
+    "manifest": (
+        "DataReport",
+        "ManifestRow",
+        "build_manifest",
+        "read_manifest",
+        "write_files_csv",
+        "write_manifest",
+    ),
+    "preprocess": ("Preprocessing",),
+    "scan": ("SPLITS", "FileOutcome", "detect_layout", "scan_dataset"),
+    "scan_cache": ("ScanCache",),
+    "synthetic": ("make_dataset",),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"features.data.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,12 +18,15 @@ import csv
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from itertools import starmap
+from operator import attrgetter
 from pathlib import Path
 
 from features.data.scan import SKIPPED, SPLITS, USED, FileOutcome, class_folders
 from features.errors import UserError
 from features.files import atomic_open
+from features.memory import gc_paused
 
 __all__ = [
     "DataReport",
@@ -163,13 +166,15 @@ def _check_classes(rows: Sequence[ManifestRow], root: Path, predefined: bool) ->
     # The split that gives the figure: test when the dataset has one, else val (as train
     # decides it); a train/ + val/ dataset is not short of test images.
     scored = "test" if any(row.split == "test" for row in rows) else "val"
-    warnings = []
-    for label in sorted(per_class):
-        splits = {row.split for row in rows if row.label == label}
-        for split in ("train", scored):
-            if split not in splits:
-                warnings.append(f"class {label!r} has no {split} images")
-    return warnings
+    splits: dict[str, set[str]] = defaultdict(set)  # one pass: ImageNet has 1,000 classes
+    for row in rows:
+        splits[row.label].add(row.split)
+    return [
+        f"class {label!r} has no {split} images"
+        for label in sorted(per_class)
+        for split in ("train", scored)
+        if split not in splits[label]
+    ]
 
 
 def build_manifest(
@@ -230,28 +235,55 @@ def _check_relative(path: str, where: Path) -> None:
         )
 
 
-def _write_csv(path: Path, header: Sequence[str], records: Iterable[dict[str, str]]) -> None:
-    records = list(records)
-    for record in records:
-        _check_relative(record["path"], path)
+def _check_paths(paths: Iterable[str], where: Path) -> None:
+    """:func:`_check_relative` on the few paths a cheap test cannot clear (``..`` anywhere,
+    a leading ``/``, empty): one function call per row cost 0.3 s at 1.28M rows."""
+    for path in paths:
+        if not path or path[0] == "/" or ".." in path:
+            _check_relative(path, where)
+
+
+def _write_csv(
+    path: Path, cls: type, records: Sequence[ManifestRow] | Sequence[FileOutcome]
+) -> None:
+    """One row per record of dataclass ``cls``, columns in field order. Rows are plain
+    tuples (``attrgetter``), not ``asdict``'s deep copies: 3x faster at 100k rows."""
+    header = [f.name for f in fields(cls)]
+    _check_paths((record.path for record in records), path)
     with atomic_open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(header))
-        writer.writeheader()
-        writer.writerows(records)
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(map(attrgetter(*header), records))
 
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow]) -> None:
-    _write_csv(path, [f.name for f in fields(ManifestRow)], (asdict(row) for row in rows))
+    _write_csv(path, ManifestRow, rows)
 
 
 def write_files_csv(path: Path, outcomes: Sequence[FileOutcome]) -> None:
     """Every file under the root with its bucket, reason and detail: the per-file report."""
-    _write_csv(path, [f.name for f in fields(FileOutcome)], (asdict(o) for o in outcomes))
+    _write_csv(path, FileOutcome, outcomes)
+
+
+def _refuse_bad_record(path: Path, width: int) -> None:
+    """Name the first record without ``width`` fields: the slow path, taken only on error."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
+        reader = csv.reader(stream)
+        for record in reader:
+            if len(record) != width:
+                raise UserError(
+                    f"{path}, line {reader.line_num}: {len(record)} fields, expected {width}; "
+                    f"rerun the prepare stage instead of editing the file"
+                )
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """The manifest's rows, checked; a plain ``csv.reader`` and positional rows, because
-    ``DictReader`` spent 14 µs a row (18 s for ImageNet's 1.28M) building dicts."""
+    """The manifest's rows, checked.
+
+    Rows come straight from ``csv.reader`` into :class:`ManifestRow` (no per-row Python
+    code, no intermediate lists) with the cyclic garbage collector paused: at 1.28M rows
+    its full collections cost more than the rows themselves (7.1 s -> about 2 s).
+    """
     if not Path(path).is_file():
         raise UserError(f"manifest {path} does not exist: run the prepare stage first")
     expected = [f.name for f in fields(ManifestRow)]
@@ -260,12 +292,11 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         header = next(reader, None)
         if header != expected:
             raise UserError(f"{path} has columns {header}, expected {expected}")
-        records = list(reader)
-    for line, record in enumerate(records, start=2):
-        if len(record) != len(expected):
-            raise UserError(
-                f"{path}, line {line}: {len(record)} fields, expected {len(expected)}; "
-                f"rerun the prepare stage instead of editing the file"
-            )
-        _check_relative(record[0], path)
-    return [ManifestRow(*record) for record in records]
+        try:
+            with gc_paused():
+                rows = list(starmap(ManifestRow, reader))
+        except TypeError:
+            _refuse_bad_record(path, len(expected))
+            raise
+    _check_paths((row.path for row in rows), path)
+    return rows

@@ -13,22 +13,24 @@ order that does not depend on link names, and cannot loop. Only regular files ar
 opened: a FIFO named ``.jpg`` would block the scan forever.
 
 Every candidate image is hashed and fully decoded here, before any batch runs, so a bad
-file is a recorded skip and never a crash hours into extraction.
+file is a recorded skip and never a crash hours into extraction. A rerun reads only what
+changed: a file whose path, size, mtime and inode match the scan cache keeps its hash and
+verdict unread (:mod:`features.data.validate`).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from joblib import Parallel, delayed
 
-from features.data.images import ImageLimits, ImageRejected, probe_image
-from features.data.scan_cache import ScanCache
+from features.data.images import ImageLimits
+from features.data.scan_cache import ScanCache, Verdict
+from features.data.validate import recall, validate
 from features.errors import UserError
 
 __all__ = [
@@ -176,42 +178,11 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
             yield relative, path, ""
 
 
-def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _validate(candidate: _Candidate, limits: ImageLimits, cache: ScanCache) -> FileOutcome:
-    base = FileOutcome(candidate.relative, USED, label=candidate.label, split=candidate.split)
-    if not candidate.path.is_file():
-        return replace(
-            base,
-            bucket=SKIPPED,
-            reason="unreadable",
-            detail="not a regular file (a FIFO, socket or device); never opened",
-        )
-    try:
-        sha = _hash(candidate.path)
-    except OSError as error:
-        return replace(base, bucket=SKIPPED, reason="unreadable", detail=str(error.strerror))
-    base = replace(base, sha256=sha)
-    verdict = cache.get(sha, limits)
-    if verdict is None:
-        try:
-            probe = probe_image(candidate.path, limits)
-            verdict = {
-                "reason": "",
-                "detail": f"{probe.format} {probe.mode} {probe.width}x{probe.height}",
-            }
-        except ImageRejected as rejected:
-            verdict = {"reason": rejected.reason, "detail": rejected.detail}
-        cache.put(sha, limits, verdict)
-    if verdict["reason"]:
-        return replace(base, bucket=SKIPPED, reason=verdict["reason"], detail=verdict["detail"])
-    return replace(base, detail=verdict["detail"])
+def _outcome(candidate: _Candidate, found: tuple[str, Verdict]) -> FileOutcome:
+    sha, verdict = found
+    bucket = SKIPPED if verdict["reason"] else USED
+    relative, label, split = candidate.relative, candidate.label, candidate.split
+    return FileOutcome(relative, bucket, verdict["reason"], verdict["detail"], sha, label, split)
 
 
 def _screen(relative: str, path: Path, problem: str) -> FileOutcome | None:
@@ -279,9 +250,14 @@ def scan_dataset(
             )
         else:
             candidates.append(_Candidate(path, relative, *place))
+    # Unchanged files are settled here, a stat each; only the rest go to the threads.
+    found = [recall(c.path, c.relative, limits, cache) for c in candidates]
+    todo = [i for i, known in enumerate(found) if known is None]
     validated = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_validate)(candidate, limits, cache) for candidate in candidates
+        delayed(validate)(candidates[i].path, candidates[i].relative, limits, cache) for i in todo
     )
-    outcomes.extend(validated)
+    for i, result in zip(todo, validated, strict=True):
+        found[i] = result
+    outcomes.extend(map(_outcome, candidates, found))
     outcomes.sort(key=lambda outcome: outcome.path)
     return outcomes, predefined

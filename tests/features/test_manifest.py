@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gc
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from features.data.scan import FileOutcome, scan_dataset
 from features.errors import UserError
 
 LIMITS = ImageLimits()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _image(path: Path, seed: int) -> Path:
@@ -144,6 +148,35 @@ def test_a_row_with_the_wrong_number_of_fields_is_refused_with_its_line(tmp_path
     (tmp_path / "edited.csv").write_text(f"path,sha256,label,split\n{good}\n{good},extra\n")
     with pytest.raises(UserError, match=r"line 3: 5 fields, expected 4"):
         read_manifest(tmp_path / "edited.csv")
+
+
+def test_read_manifest_restores_the_garbage_collector(tmp_path):
+    rows = [ManifestRow(f"c{i % 3}/{i}.jpg", f"{i:064x}", f"c{i % 3}", "train") for i in range(50)]
+    write_manifest(tmp_path / "manifest.csv", rows)
+    assert gc.isenabled()
+    assert read_manifest(tmp_path / "manifest.csv") == rows
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_manifest(tmp_path / "manifest.csv")
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()
+
+
+def test_reading_a_manifest_imports_no_torch():
+    """A process that only reads a manifest (extract's lock check, train, a bench step)
+    does not pay ~500 MiB and ~3 s for torch, which ``features.data.preprocess`` needs."""
+    code = (
+        "import sys\n"
+        "import features.data.manifest, features.data\n"
+        "from features.data import read_manifest, ScanCache\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import features.data.preprocess\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 def test_missing_manifest_is_a_user_error(tmp_path):

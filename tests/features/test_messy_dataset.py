@@ -25,6 +25,7 @@ from features.compute.loader import ImageRef
 from features.data.images import ImageLimits, decode_rgb
 from features.data.manifest import DataReport, ManifestRow, build_manifest, write_files_csv
 from features.data.scan import FileOutcome, scan_dataset
+from features.data.scan_cache_file import load_scan_cache
 from features.store import FeatureStore
 from pipeline import prepare
 from pipeline.workspace import merge
@@ -258,7 +259,7 @@ def test_prepare_skips_are_stable_until_the_bytes_change(messy, tmp_path, capsys
     assert "corrupt 1" in summary and "label_conflict 2" in summary
     report = json.loads((out / "report").read_text())
     assert report["skipped"]["too_small"] == 2
-    cached = json.loads((out / "cache").read_text())["entries"]
+    cached = load_scan_cache(out / "cache").entries
     assert any(verdict["reason"] == "corrupt" for verdict in cached.values())
 
     prepare.main(args)

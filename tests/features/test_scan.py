@@ -18,6 +18,7 @@ from features.data.images import ImageLimits
 from features.data.manifest import build_manifest, read_manifest, write_manifest
 from features.data.scan import class_folders, scan_dataset
 from features.data.scan_cache import ScanCache
+from features.data.scan_cache_file import load_scan_cache, save_scan_cache
 from features.errors import UserError
 
 LIMITS = ImageLimits()
@@ -271,26 +272,32 @@ def _bad_and_good(root: Path) -> tuple[Path, Path]:
     return broken, root / "dogs" / "c.jpg"
 
 
+def _reloaded(cache: ScanCache, path: Path) -> ScanCache:
+    save_scan_cache(path, cache)
+    return load_scan_cache(path)
+
+
 def test_verdicts_are_cached_by_content_hash(tmp_path):
     root = tmp_path / "data"
     broken, good = _bad_and_good(root)
     cache = ScanCache()
     first = _scan(root, cache)
     assert first["cats/broken.jpg"] == ("skipped", "corrupt")
-    saved = json.loads(json.dumps(cache.to_json()))
+    saved = tmp_path / "scan.sqlite"
+    save_scan_cache(saved, cache)
     # A verdict is looked up, not recomputed: plant one for the good file's bytes.
-    planted = ScanCache.from_json(saved)
+    planted = load_scan_cache(saved)
     outcomes, _ = scan_dataset(root, LIMITS, planted, n_jobs=1)
     good_hash = next(o.sha256 for o in outcomes if o.path == "dogs/c.jpg")
     planted.put(good_hash, LIMITS, {"reason": "corrupt", "detail": "planted"})
     assert _scan(root, planted)["dogs/c.jpg"] == ("skipped", "corrupt")
     # The same bytes under new limits are judged again.
-    assert _scan(root, ScanCache.from_json(saved))["dogs/c.jpg"] == ("used", "")
+    assert _scan(root, load_scan_cache(saved))["dogs/c.jpg"] == ("used", "")
     outcomes, _ = scan_dataset(root, ImageLimits(min_side=30), planted, n_jobs=1)
     assert {o.path: o.reason for o in outcomes}["dogs/c.jpg"] == "too_small"
     # New bytes, new verdict.
     broken.write_bytes(good.read_bytes())
-    assert _scan(root, ScanCache.from_json(saved))["cats/broken.jpg"] == ("used", "")
+    assert _scan(root, load_scan_cache(saved))["cats/broken.jpg"] == ("used", "")
 
 
 def test_cache_keeps_only_what_this_run_used_and_drops_stale_formats(tmp_path):
@@ -298,15 +305,17 @@ def test_cache_keeps_only_what_this_run_used_and_drops_stale_formats(tmp_path):
     broken, _ = _bad_and_good(root)
     cache = ScanCache()
     _scan(root, cache)
-    assert len(cache.to_json()["entries"]) == 4
+    assert len(cache.used_verdicts()) == 4
     broken.unlink()
-    again = ScanCache.from_json(cache.to_json())
+    again = _reloaded(cache, tmp_path / "scan.sqlite")
     _scan(root, again)
-    assert len(again.to_json()["entries"]) == 3
-    stale = {**cache.to_json(), "decoder": "Pillow 1.0"}
-    assert ScanCache.from_json(stale).entries == {}
-    assert ScanCache.from_json({"entries": []}).entries == {}
-    assert ScanCache.from_json(["not", "a", "cache"]).entries == {}
+    assert len(again.used_verdicts()) == 3
+    assert len(_reloaded(again, tmp_path / "scan.sqlite").entries) == 3
+    legacy = tmp_path / "scan.json"
+    for stale in ({"format": 2, "decoder": "Pillow 1.0", "entries": {}}, {"entries": []}, [1]):
+        legacy.write_text(json.dumps(stale))
+        assert load_scan_cache(legacy).entries == {}
+        assert "stale" in load_scan_cache(legacy).origin
 
 
 def test_flower_dataset_report(flowers):

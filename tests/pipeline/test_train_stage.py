@@ -48,7 +48,7 @@ def _params(root: Path, heads: dict[str, dict]) -> dict:
             "manifest": str(root / "manifest.csv"),
             "files_report": "reports/files.csv",
             "data_report": "reports/data.json",
-            "scan_cache": "cache/scan.json",
+            "scan_cache": "cache/scan.sqlite",
             "store": str(root / "store"),
             "extract_report": "reports/extract.json",
             "models": "models",

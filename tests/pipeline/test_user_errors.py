@@ -78,7 +78,7 @@ def _prepare(workspace: Path, data: str = "images", *extra: str) -> subprocess.C
         workspace,
         "prepare",
         *("--data", data, "--manifest", "manifest.csv", "--files", "files.csv"),
-        *("--report", "data.json", "--cache", "scan.json", *extra),
+        *("--report", "data.json", "--cache", "scan.sqlite", *extra),
     )
 
 
