@@ -20,9 +20,10 @@ class AuditSettings:
 
     features: str | None = None  # the feature set whose codes are audited; null: the first
     max_hamming: int | None = field(default=None, metadata={"min": 0, "max": 128})
-    # fused: cosine of the codes minus a weight per bit of perceptual distance, weight and
-    # threshold from the calibration; perceptual: the perceptual radius alone
-    signal: str = field(default="fused", metadata={"choices": ("fused", "perceptual")})
+    # perceptual: the perceptual radius alone. fused: the codes' cosine minus a calibrated
+    # weight per bit; it calibrates best, but random-weight codes of look-alike photos (a
+    # white flower on black) pass it by the hundred in a whole dataset: trained weights only
+    signal: str = field(default="perceptual", metadata={"choices": ("perceptual", "fused")})
     regroup: bool = True  # keep each near-duplicate group in one split (project splits only)
     k: int = field(default=10, metadata={"min": 1})
     exact_max_rows: int = field(default=20_000, metadata={"min": 1})

@@ -44,7 +44,7 @@ def test_calibration_on_copies_of_real_photos_meets_the_goal(flowers: Path):
     ]
     config = parse(ExtractConfig, {"weights": "random", "device": "cpu"}, "extract")
     encode = partial(encode_paths, config=config, limits=ImageLimits())
-    result = calibrate(rows, flowers, AuditSettings(calibration_photos=80), encode)
+    result = calibrate(rows, flowers, AuditSettings(signal="fused", calibration_photos=80), encode)
     signals, rule = result["signals"], result["rule"]
     assert result["images"] == 240 and result["goal"]["met"]
     fused = signals["fused"]
