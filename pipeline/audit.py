@@ -50,10 +50,15 @@ def main(argv: Sequence[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "calibration.json", calibration)
     write_images_csv(args.out / "images.csv", result)
-    write_json(args.out / "groups.json", groups_document(result, rule.max_hamming))
-    totals = summary(result, rule.max_hamming, features, calibration)
+    write_json(args.out / "groups.json", groups_document(result, result.max_hamming))
+    totals = summary(result, features, calibration)
     totals["random_weights"] = fingerprint.is_random
     write_json(args.summary, totals)
+    figures = totals["calibration"]
+    print(
+        f"audit: radius {result.max_hamming} bits (calibration recall {figures['recall']:.3f}, "
+        f"precision {figures['precision']:.3f}; dataset bound {totals['dataset_bound']})"
+    )
     print(
         f"audit: {totals['leaking_pairs']} leaking pairs in {totals['leaking_groups']} groups; "
         f"scores per image: {args.out / 'images.csv'}; summary: {args.summary}"

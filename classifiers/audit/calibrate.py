@@ -63,8 +63,19 @@ def _rule(
         "signal": "perceptual",
         "at_precision": target,
         "max_hamming": radius,
+        "fixed": settings.max_hamming is not None,
         "precision": figures.precision,
         "recall": figures.recall,
+    }
+
+
+def _radius_curve(perceptual: np.ndarray, found: CalibrationSet) -> dict[str, list[float]]:
+    """Precision and recall of the perceptual signal at every radius 0..128, so the audit
+    can say what a radius narrowed for the dataset's size still catches."""
+    figures = [signal_figures("perceptual", perceptual, found, -r, 1.0) for r in range(129)]
+    return {
+        "precision": [round(f.precision, 4) for f in figures],
+        "recall": [round(f.recall, 4) for f in figures],
     }
 
 
@@ -128,5 +139,6 @@ def calibrate(
             "met": signals[best]["best_recall"] >= GOAL_RECALL,
         },
         "signals": signals,
+        "perceptual_by_radius": _radius_curve(perceptual, found),
         "seconds": round(time.perf_counter() - started, 3),
     }

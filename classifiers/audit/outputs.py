@@ -62,7 +62,8 @@ def write_images_csv(path: Path, result: AuditResult) -> None:
 def groups_document(result: AuditResult, max_hamming: int) -> dict[str, Any]:
     """The near-duplicate groups, leaking ones first, each member with its split."""
     return {
-        "max_hamming": max_hamming,
+        "max_hamming": result.max_hamming,
+        "dataset_bound": result.null.as_dict() if result.null else None,
         "groups": [
             {
                 "id": number,
@@ -81,7 +82,7 @@ def groups_document(result: AuditResult, max_hamming: int) -> dict[str, Any]:
 
 
 def summary(
-    result: AuditResult, max_hamming: int, features: str, calibration: dict[str, Any] | None
+    result: AuditResult, features: str, calibration: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Counts for ``dvc metrics show``, the threshold used and the time each step took."""
     return {
@@ -89,7 +90,8 @@ def summary(
         "images": len(result.rows),
         "not_in_store": result.not_in_store,
         "unreadable": len(result.unreadable),
-        "max_hamming": max_hamming,
+        "max_hamming": result.max_hamming,
+        "dataset_bound": result.null.as_dict() if result.null else None,
         "groups": len(result.groups),
         "images_in_groups": sum(len(g.members) for g in result.groups),
         "leaking_groups": sum(g.leaks for g in result.groups),
@@ -99,19 +101,26 @@ def summary(
         "label_skipped": result.label_skip,
         "outliers": int(np.sum(result.outlier)),
         "seconds": {key: round(value, 3) for key, value in result.seconds.items()},
-        "calibration": _calibration_figures(calibration),
+        "calibration": _calibration_figures(calibration, result.max_hamming),
     }
 
 
-def _calibration_figures(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The headline of calibration.json: the rule the audit applied, as calibrated."""
+def _calibration_figures(
+    calibration: dict[str, Any] | None, max_hamming: int
+) -> dict[str, Any] | None:
+    """The headline of calibration.json: the rule the audit applied, its figures on the
+    calibration copies (at the radius used, for the perceptual rule), and the goal."""
     if calibration is None:
         return None
     rule = calibration["rule"]
+    figures = {"precision": rule["precision"], "recall": rule["recall"]}
+    if rule["signal"] == "perceptual":
+        curve = calibration["perceptual_by_radius"]
+        figures = {key: curve[key][max_hamming] for key in ("precision", "recall")}
     return {
         "signal": rule["signal"],
-        "precision": rule["precision"],
-        "recall": rule["recall"],
+        **figures,
+        "goal_best_signal": calibration["goal"]["best_signal"],
         "goal_met": calibration["goal"]["met"],
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from sklearn.decomposition import PCA
 from classifiers.audit.duplicates import DuplicateGroup, group_pairs, leaking_pairs
 from classifiers.audit.label_issues import LabelIssues, find_label_errors
 from classifiers.audit.neighbours import Neighbours, cosine_neighbours, hamming_pairs
+from classifiers.audit.null import NullBound, null_bound
 from classifiers.audit.outliers import flag_outliers, outlier_scores
 from classifiers.audit.settings import AuditSettings
 from features.data.manifest import ManifestRow
@@ -37,10 +38,13 @@ class NearDuplicateRule:
     max_hamming: int
     weight: float | None = None
     threshold: float | None = None
+    fixed: bool = False  # set by hand: not narrowed for the dataset's size
 
     @classmethod
     def from_calibration(cls, rule: dict) -> NearDuplicateRule:
-        return cls(rule["max_hamming"], rule.get("weight"), rule.get("threshold"))
+        return cls(
+            rule["max_hamming"], rule.get("weight"), rule.get("threshold"), rule.get("fixed", False)
+        )
 
 
 @dataclass
@@ -57,6 +61,8 @@ class AuditResult:
     train_rows: np.ndarray  # row numbers the label scores belong to
     unreadable: list[str]  # paths whose signature could not be computed
     not_in_store: int
+    max_hamming: int  # the perceptual radius applied
+    null: NullBound | None  # the dataset-size bound on it; None when fixed by hand or fused
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -160,6 +166,11 @@ def run_audit(
     neighbours = cosine_neighbours(read, len(audited), store.dim, settings.index)
     seconds["code_neighbours"] = time.perf_counter() - started
     started = time.perf_counter()
+    null = None
+    if rule.weight is None and not rule.fixed:
+        budget = settings.false_pairs_per_image * len(audited)
+        null = null_bound(packed[decoded], budget, settings.seed)
+        rule = replace(rule, max_hamming=min(rule.max_hamming, null.radius))
     pairs = _near_duplicate_pairs(packed, decoded, rule, neighbours, store.get, hashes)
     groups = group_pairs(pairs, len(audited), splits)
     seconds["near_duplicates"] = time.perf_counter() - started
@@ -194,5 +205,7 @@ def run_audit(
         train_rows=train_rows,
         unreadable=[row.path for row, ok in zip(audited, decoded, strict=True) if not ok],
         not_in_store=len(rows) - len(audited),
+        max_hamming=rule.max_hamming,
+        null=null,
         seconds=seconds,
     )

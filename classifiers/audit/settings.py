@@ -37,6 +37,9 @@ class AuditSettings:
     target_precision: float = field(default=0.99, metadata={"min_exclusive": 0, "max": 1})
     # the rule's precision on the calibration pairs: 1.0, no distinct pair let through
     rule_precision: float = field(default=1.0, metadata={"min_exclusive": 0, "max": 1})
+    # and, unless max_hamming is set, a radius at which the dataset's own distances predict
+    # at most this many distinct pairs per image (classifiers.audit.null)
+    false_pairs_per_image: float = field(default=0.001, metadata={"min_exclusive": 0})
     seed: int = field(default=0, metadata={"min": 0})
 
     @property

@@ -13,6 +13,7 @@ from classifiers.audit.neighbours import (
     cosine_neighbours,
     hamming_pairs,
 )
+from classifiers.audit.null import null_bound
 from classifiers.audit.outliers import flag_outliers, outlier_scores
 from classifiers.audit.run import NearDuplicateRule, _mutual, _near_duplicate_pairs
 
@@ -108,3 +109,14 @@ def test_mutual_top_pairs_break_a_chain_of_crowded_codes():
     kept = _mutual(pairs, score, 5, top=1)
     assert kept.tolist() == [[0, 1], [3, 4]]  # 1-2 and 2-3: not each other's best
     assert _mutual(pairs, score, 5, top=2).tolist() == [[0, 1], [1, 2], [2, 3], [3, 4]]
+
+
+def test_the_dataset_bound_keeps_random_pairs_out_and_copies_in():
+    rng = np.random.default_rng(7)
+    signatures = rng.integers(0, 256, size=(3000, 16), dtype=np.uint8)
+    signatures[1] = signatures[0] ^ np.eye(16, dtype=np.uint8)[5] * 0b1011  # 3 bits off
+    bound = null_bound(signatures, budget=1.0)
+    found = hamming_pairs(signatures, bound.radius)
+    assert 3 <= bound.radius < 40 and bound.expected_false_pairs <= 1.0
+    assert (0, 1) in {(int(a), int(b)) for a, b, _ in found} and len(found) <= 5
+    assert abs(bound.mean - 64) < 1 and bound.pairs == 3000 * 2999 // 2

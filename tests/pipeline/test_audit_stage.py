@@ -97,6 +97,7 @@ def test_a_cross_split_copy_is_found_listed_first_and_left_out_of_the_score(
     summary = json.loads(summary_path.read_text())
     assert summary["leaking_pairs"] >= 1 and summary["images"] == 4 * 11 + 1
     assert summary["calibration"]["precision"] is not None
+    assert summary["max_hamming"] == 24 and summary["dataset_bound"] is None  # fixed by hand
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["rule"]["signal"] == "perceptual"
     assert calibration["rule"]["max_hamming"] == 24  # from params, not calibrated
