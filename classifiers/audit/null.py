@@ -62,7 +62,7 @@ def null_bound(signatures: np.ndarray, budget: float, seed: int = 0) -> NullBoun
     distances = hamming(signatures[first], signatures[second]).astype(np.float64)
     mean = float(distances.mean())
     tail = float(np.quantile(distances, _TAIL))
-    sd = max((mean - tail) / -norm.ppf(_TAIL), float(distances.std()), 1e-9)
+    sd = float(max((mean - tail) / -norm.ppf(_TAIL), distances.std(), 1e-9))
     radius = 0
     while (
         radius + 1 <= signatures.shape[1] * 8 and _expected(radius + 1, pairs, mean, sd) <= budget
