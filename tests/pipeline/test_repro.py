@@ -50,7 +50,14 @@ def workspace(tmp_path_factory) -> Path:
 
 def test_repro_builds_every_artifact(workspace):
     output = run_in(workspace, "dvc", "repro").stdout
-    assert _ran(output) == {"prepare", "extract", "compare", *_stages(HEADS, FC6)}
+    assert _ran(output) == {
+        "prepare",
+        "extract",
+        "audit",
+        "compare",
+        "report",
+        *_stages(HEADS, FC6),
+    }
     for head in HEADS:
         assert (workspace / f"models/{FC6}/{head}.joblib").is_file()
         assert (workspace / f"models/{FC6}/{head}.json").is_file()
@@ -117,7 +124,8 @@ def test_adding_a_feature_set_extracts_only_it_and_trains_only_its_heads(workspa
     params["features"][FC7] = {"backbone": "vgg16", "layer": "fc7"}
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = run_in(workspace, "dvc", "repro").stdout
-    assert _ran(output) == {"extract", "compare", *_stages(HEADS, FC7)}
+    # the audit reads every store, but its groups are unchanged: no fc6 head reruns
+    assert _ran(output) == {"extract", "audit", "compare", "report", *_stages(HEADS, FC7)}
     assert fc6_index.stat().st_mtime_ns == before, "the fc6 store was written to"
     extract = _json(workspace, "reports/extract.json")
     assert (extract["computed"], extract["reused"]) == (32, 0)
@@ -142,7 +150,7 @@ def test_changing_svm_params_reruns_that_head_on_every_feature_set_only(workspac
     status = run_in(workspace, "dvc", "status").stdout
     assert f"train@svm-{FC7}" in status and "extract" not in status
     output = run_in(workspace, "dvc", "repro").stdout
-    assert _ran(output) == {"compare", *_stages(("svm",), FC6, FC7)}
+    assert _ran(output) == {"compare", "report", *_stages(("svm",), FC6, FC7)}
     assert (workspace / f"store/{FC6}/index.h5").stat().st_mtime_ns == before, "extract ran"
     for features in (FC6, FC7):
         assert _json(workspace, f"metrics/heads/{features}/svm.json")["params"]["C"] == 0.1
@@ -151,7 +159,7 @@ def test_changing_svm_params_reruns_that_head_on_every_feature_set_only(workspac
 
 def test_experiment_run_on_one_head_reruns_only_it(workspace):
     output = run_in(workspace, "dvc", "exp", "run", "-S", "heads.logreg.C=0.5").stdout
-    assert _ran(output) == {"compare", *_stages(("logreg",), FC6, FC7)}
+    assert _ran(output) == {"compare", "report", *_stages(("logreg",), FC6, FC7)}
     run_in(workspace, "git", "checkout", "--", ".")
     run_in(workspace, "dvc", "checkout", "-q")
 

@@ -46,7 +46,9 @@ def test_one_repro_trains_frozen_block_and_finetuned_models_into_one_comparison(
         *(f"train@{head}-vgg16_fc6" for head in FROZEN),
         f"train_block@block-{MAPS}",
         "finetune@tiny",
+        "audit",
         "compare",
+        "report",
     }
     assert "alignment: fc6 recomputed from" in output
     summary = json.loads((workspace / "metrics/summary.json").read_text())
@@ -68,6 +70,6 @@ def test_changing_the_finetune_epochs_reruns_only_it_and_compare(workspace):
     params["finetune"]["tiny"]["epochs"] = 2
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     output = run_in(workspace, "dvc", "repro").stdout
-    assert _ran(output) == {"finetune@tiny", "compare"}
+    assert _ran(output) == {"finetune@tiny", "compare", "report"}
     metrics = json.loads((workspace / "metrics/heads/finetune/tiny.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["random_weights"] is True
