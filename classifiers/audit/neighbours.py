@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-__all__ = ["CodeIndexSettings", "Neighbours", "cosine_neighbours", "hamming_pairs"]
+__all__ = ["CodeIndexSettings", "Neighbours", "cosine_neighbours", "hamming_pairs", "unit_rows"]
 
 _QUERY_ROWS = 4096
 _TRAIN_ROWS_PER_LIST = 40  # faiss warns below ~39 training points per inverted list
@@ -44,7 +44,7 @@ class Neighbours:
     exact: bool
 
 
-def _unit(block: np.ndarray) -> np.ndarray:
+def unit_rows(block: np.ndarray) -> np.ndarray:
     block = np.ascontiguousarray(block, dtype=np.float32)
     norms = np.linalg.norm(block, axis=1, keepdims=True)
     return block / np.where(norms > 0, norms, 1.0)
@@ -89,10 +89,10 @@ def _build_index(
         index = faiss.index_factory(
             dim, f"PCA{settings.reduced_dim},IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT
         )
-        index.train(_unit(_training_sample(read, n, lists * 64)))
+        index.train(unit_rows(_training_sample(read, n, lists * 64)))
         faiss.extract_index_ivf(index).nprobe = settings.nprobe
     for start in range(0, n, _QUERY_ROWS):
-        index.add(_unit(read(start, min(n, start + _QUERY_ROWS))))
+        index.add(unit_rows(read(start, min(n, start + _QUERY_ROWS))))
     return index, n <= settings.exact_max_rows
 
 
@@ -111,7 +111,7 @@ def cosine_neighbours(
     indices = np.full((n, k), -1, dtype=np.int64)
     similarities = np.zeros((n, k), dtype=np.float32)
     for start, stop in _blocks(n):
-        found_sim, found = index.search(_unit(read(start, stop)), k + 1)
+        found_sim, found = index.search(unit_rows(read(start, stop)), k + 1)
         for offset, (row_sim, row) in enumerate(zip(found_sim, found, strict=True)):
             keep = (row != start + offset) & (row >= 0)
             picked = row[keep][:k]

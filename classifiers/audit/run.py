@@ -13,7 +13,12 @@ from sklearn.decomposition import PCA
 
 from classifiers.audit.duplicates import DuplicateGroup, group_pairs, leaking_pairs
 from classifiers.audit.label_issues import LabelIssues, find_label_errors
-from classifiers.audit.neighbours import Neighbours, cosine_neighbours, hamming_pairs
+from classifiers.audit.neighbours import (
+    Neighbours,
+    cosine_neighbours,
+    hamming_pairs,
+    unit_rows,
+)
 from classifiers.audit.null import NullBound, null_bound
 from classifiers.audit.outliers import flag_outliers, outlier_scores
 from classifiers.audit.settings import AuditSettings
@@ -73,8 +78,7 @@ def _reader(store: FeatureStore, hashes: Sequence[str]) -> Callable[[int, int], 
 def _pair_cosines(read_hashes: Callable[[list[str]], np.ndarray], hashes, pairs) -> np.ndarray:
     """Cosine similarity of each candidate pair, reading each endpoint's code once."""
     ends, inverse = np.unique(pairs, return_inverse=True)
-    codes = read_hashes([hashes[row] for row in ends]).astype(np.float32)
-    codes /= np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+    codes = unit_rows(read_hashes([hashes[row] for row in ends]))
     first, second = inverse.reshape(pairs.shape).T
     return np.einsum("ij,ij->i", codes[first], codes[second])
 
