@@ -214,8 +214,11 @@ class FeatureStore:
                 f"{self.root} was compacted while it was being read: rerun the stage"
             ) from error
 
-    def get(self, hashes: Sequence[str]) -> np.ndarray:
-        """Codes for ``hashes``, in that order: array of shape (len(hashes), dim)."""
+    def get(self, hashes: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
+        """Codes for ``hashes``, in that order: array of shape (len(hashes), dim). Given
+        ``out`` (at least that many rows, the store's dtype), they are read into its head,
+        which is returned: a reader of many blocks reuses one buffer instead of faulting a
+        fresh one in for each."""
         rows, found = self._positions(hashes)
         if not found.all():
             missing = [h for h, ok in zip(hashes, found, strict=True) if not ok]
@@ -224,14 +227,20 @@ class FeatureStore:
                 f"(first: {missing[0]}); rerun the extract stage"
             )
         try:
-            return self._gather(rows)
+            return self._gather(rows, out)
         except FileNotFoundError:
             # A compaction replaced shards since we opened: same codes, new files.
             self._load()
-            return self._gather(self._positions(hashes)[0])
+            return self._gather(self._positions(hashes)[0], out)
 
-    def _gather(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), self.dim), dtype=np.dtype(self.fingerprint.dtype))
+    def _gather(self, rows: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
+        shape, dtype = (len(rows), self.dim), np.dtype(self.fingerprint.dtype)
+        if buffer is None:
+            out = np.empty(shape, dtype=dtype)
+        elif buffer.dtype != dtype or buffer.shape[1:] != shape[1:] or len(buffer) < len(rows):
+            raise ValueError(f"out must hold {shape} {dtype}, not {buffer.shape} {buffer.dtype}")
+        else:
+            out = buffer[: len(rows)]
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for shard_index in np.unique(shard_of):
             where = np.flatnonzero(shard_of == shard_index)
@@ -249,12 +258,19 @@ class FeatureStore:
         return out
 
     def iter_chunks(
-        self, hashes: Sequence[str], chunk_rows: int = 4096
+        self, hashes: Sequence[str], chunk_rows: int = 4096, *, reuse: bool = False
     ) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        """Yield ``(hashes, codes)`` blocks of at most ``chunk_rows``: memory stays flat."""
+        """Yield ``(hashes, codes)`` blocks of at most ``chunk_rows``: memory stays flat.
+        With ``reuse``, every block is read into one buffer, so each is valid only until
+        the next: for a consumer done with a block before asking for the next, which then
+        allocates nothing per block."""
+        buffer = None
+        if reuse and len(hashes):
+            dtype = np.dtype(self.fingerprint.dtype)
+            buffer = np.empty((min(chunk_rows, len(hashes)), self.dim), dtype=dtype)
         for start in range(0, len(hashes), chunk_rows):
             block = hashes[start : start + chunk_rows]
-            yield block, self.get(block)
+            yield block, self.get(block, buffer)
 
     def to_dask(self, chunk_rows: int = 4096):
         """All codes, in store order, as a lazy ``dask.array`` (one block per shard slice)

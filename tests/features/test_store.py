@@ -118,6 +118,29 @@ def test_iter_chunks_yields_bounded_blocks_in_order(tmp_path):
     assert np.array_equal(np.concatenate([values for _, values in blocks]), codes[::-1])
 
 
+def test_iter_chunks_reuse_reads_every_block_into_one_buffer(tmp_path):
+    hashes, codes = _store(tmp_path / "store")
+    order = hashes[::-1]
+    with FeatureStore(tmp_path / "store") as reader:
+        seen, copies = set(), []
+        for _, values in reader.iter_chunks(order, chunk_rows=5, reuse=True):
+            seen.add(values.__array_interface__["data"][0])
+            copies.append(values.copy())  # each block is overwritten by the next
+    assert len(seen) == 1, "every block is a view of the same buffer"
+    assert np.array_equal(np.concatenate(copies), codes[::-1])
+
+
+def test_get_into_a_buffer_fills_its_head_and_refuses_a_wrong_one(tmp_path):
+    hashes, codes = _store(tmp_path / "store")
+    with FeatureStore(tmp_path / "store") as reader:
+        buffer = np.full((10, DIM), np.nan, dtype=np.float16)
+        head = reader.get(hashes[3:7], out=buffer)
+        assert np.shares_memory(head, buffer) and np.array_equal(head, codes[3:7])
+        assert np.isnan(buffer[4:]).all(), "rows past the head are left alone"
+        for wrong in (np.empty((3, DIM), np.float16), np.empty((10, DIM), np.float32)):
+            with pytest.raises(ValueError, match="out must hold"):
+                reader.get(hashes[3:7], out=wrong)
+
 def test_to_dask_is_the_whole_store_in_order(tmp_path):
     _, codes = _store(tmp_path / "store")
     with FeatureStore(tmp_path / "store") as reader:

@@ -130,9 +130,9 @@ def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one
     read = []
     get = FeatureStore.get
 
-    def counted(self, hashes):
+    def counted(self, hashes, out=None):
         read.append(len(hashes))
-        return get(self, hashes)
+        return get(self, hashes, out)
 
     monkeypatch.setattr(FeatureStore, "get", counted)
     streamed = _run(store_root, tmp_path, "streamed", {**sweep, "chunk_rows": 4})
