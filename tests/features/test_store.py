@@ -141,6 +141,7 @@ def test_get_into_a_buffer_fills_its_head_and_refuses_a_wrong_one(tmp_path):
             with pytest.raises(ValueError, match="out must hold"):
                 reader.get(hashes[3:7], out=wrong)
 
+
 def test_to_dask_is_the_whole_store_in_order(tmp_path):
     _, codes = _store(tmp_path / "store")
     with FeatureStore(tmp_path / "store") as reader:
