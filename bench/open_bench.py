@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script; --code goes in front of it
+
+from bench.rss import peak_rss_mib  # noqa: E402
+
 DIM = 8
 COMMIT_ROWS = 4096
 LOOKUPS = 10_000
@@ -40,13 +44,6 @@ STEPS = ("reader_only", "open", "first_get", "verify_quick")
 
 def _hashes(indices) -> list[str]:
     return [hashlib.sha256(f"open:{i}".encode()).hexdigest() for i in indices]
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def build(root: Path, rows: int) -> None:
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "build":
             build(args.root, args.rows)
             return 0
-        print(json.dumps(step(args.step, args.root) | {"peak_rss_mib": _peak_rss_mib()}))
+        print(json.dumps(step(args.step, args.root) | {"peak_rss_mib": peak_rss_mib()}))
         return 0
     report: dict[str, Any] = {
         "command": " ".join(["python bench/open_bench.py", *(argv or sys.argv[1:])]),

@@ -41,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from the repo root
 
+from bench.rss import peak_rss_mib  # noqa: E402
+
 OLD_NS = 1_600_000_000 * 10**9  # 2020-09-13: long before any scan
 CLASSES = 100
 RUNS = ("first", "rerun", "rehash_all", "cache_formats")
@@ -68,13 +70,6 @@ def generate(root: Path, n: int) -> float:
         Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
         os.utime(path, ns=(OLD_NS, OLD_NS))
     return time.perf_counter() - started
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _timing(function: Callable, name: str, seconds: dict[str, float]) -> Callable:
@@ -155,7 +150,7 @@ def _cache_formats(work: Path) -> dict[str, Any]:
 
 def step(name: str, work: Path) -> dict[str, Any]:
     result = _cache_formats(work) if name == "cache_formats" else _stage(name, work)
-    return result | {"peak_rss_mib": _peak_rss_mib()}
+    return result | {"peak_rss_mib": peak_rss_mib()}
 
 
 def one_size(n: int, scratch: Path) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,13 +55,10 @@ from bench.probe_baselines import (  # noqa: E402
 )
 from bench.probe_data import PlantedCodes, write_store  # noqa: E402
 from bench.probe_reference import GRID, add_references, column_scaler, reference  # noqa: E402
+from bench.rss import peak_rss_mib  # noqa: E402
 
 FLOWERS = ROOT.parent / "shared" / "datasets" / "flower_photos" / "train"
 DIFFICULTY_CS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_ours(store_root: Path, manifest: Path, chunk_rows: int) -> dict[str, Any]:
@@ -90,7 +86,7 @@ def run_ours(store_root: Path, manifest: Path, chunk_rows: int) -> dict[str, Any
             correct += int(np.sum(result.model.predict(codes) == [row.label for row in block]))
     return {
         "wall_s": wall,
-        "peak_rss_mib": _rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "chosen_C": result.params.C,
         "test_accuracy": correct / len(test),
         "n_fit": n_fit,

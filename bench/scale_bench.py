@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from the repo root
 
+from bench.rss import peak_rss_mib  # noqa: E402
+
 DIM = 4096
 COMMIT_ROWS = 4096
 CHUNK_ROWS = 8192
@@ -52,14 +53,6 @@ BASELINE_CHUNKS = 3  # the row-shuffle baseline is timed on this many chunks
 
 def _hashes(n: int, start: int = 0) -> list[str]:
     return [hashlib.sha256(f"scale:{i}".encode()).hexdigest() for i in range(start, start + n)]
-
-
-def _rss_mib() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _drain(chunks) -> dict[str, Any]:
@@ -129,20 +122,24 @@ def step(name: str, root: Path) -> dict[str, Any]:
         opened = FeatureStore(root / "store")
         modules = sorted(m for m in ("torch", "sklearn", "dask") if m in sys.modules)
         result = {"seconds": time.perf_counter() - began, "imported": modules, "rows": len(opened)}
-        return result | {"peak_rss_mib": _rss_mib()}
+        return result | {"peak_rss_mib": peak_rss_mib()}
+    if name == "open":  # before anything reads the hashes
+        from features.store import StoreWriter
+
+        result = _timed(lambda: FeatureStore(root / "store").close())
+        fingerprint = FeatureStore(root / "store").fingerprint
+
+        def writer_open() -> None:
+            with StoreWriter(root / "store", fingerprint, log=lambda _: None):
+                pass
+
+        result["writer_open_s"] = _timed(writer_open)["seconds"]
+        return result | {"peak_rss_mib": peak_rss_mib()}
     store = FeatureStore(root / "store")
     hashes = store.hashes
     rows = len(hashes)
     nbytes = rows * DIM * 2
-    if name == "open":
-        from features.store import StoreWriter
-
-        result = _timed(lambda: FeatureStore(root / "store").close())
-        with_writer = _timed(
-            lambda: StoreWriter(root / "store", store.fingerprint, log=lambda _: None).close()
-        )
-        result["writer_open_s"] = with_writer["seconds"]
-    elif name == "manifest":
+    if name == "manifest":
         from features.data.manifest import read_manifest
 
         result = _timed(lambda: {"rows": len(read_manifest(root / "manifest.csv"))})
@@ -175,7 +172,7 @@ def step(name: str, root: Path) -> dict[str, Any]:
         result = {"seconds": time.perf_counter() - began, "ok": report.ok}
     else:
         raise SystemExit(f"unknown step {name}")
-    return result | {"peak_rss_mib": _rss_mib()}
+    return result | {"peak_rss_mib": peak_rss_mib()}
 
 
 def _pending(root: Path, store) -> dict[str, Any]:
