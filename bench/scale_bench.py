@@ -18,7 +18,9 @@ so rows are distinct and generating them costs nothing. Measured per size:
   row-by-row shuffle it replaced (the naive baseline, timed on its first chunks and
   extrapolated to an epoch);
 * ``get`` of 10,000 random hashes; ``to_dask().sum()``;
-* ``verify`` quick and full.
+* ``verify`` quick and full;
+* ``compact`` to 16,384-row shards, which rewrites every shard of the store (its commits
+  are 4,096 rows), reading and writing it whole.
 
     python bench/scale_bench.py [--sizes 10000 100000 1281167]
 
@@ -135,6 +137,12 @@ def step(name: str, root: Path) -> dict[str, Any]:
 
         result["writer_open_s"] = _timed(writer_open)["seconds"]
         return result | {"peak_rss_mib": peak_rss_mib()}
+    if name == "compact":
+        from features.store.maintenance import compact
+
+        before, after = compact(root / "store", log=lambda _: None)
+        seconds = time.perf_counter() - began
+        return {"seconds": seconds, "shards": [before, after], "peak_rss_mib": peak_rss_mib()}
     store = FeatureStore(root / "store")
     hashes = store.hashes
     rows = len(hashes)
@@ -243,6 +251,7 @@ STEPS = (
     "to_dask_sum",
     "verify_quick",
     "verify_full",
+    "compact",  # last: it rewrites the store
 )
 
 
