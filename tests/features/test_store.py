@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 import features.store.index
+import features.store.reader
 import features.store.shards
 from features.compute.extract import extract_codes
 from features.data.synthetic import make_dataset
@@ -128,6 +129,17 @@ def test_iter_chunks_reuse_reads_every_block_into_one_buffer(tmp_path):
             copies.append(values.copy())  # each block is overwritten by the next
     assert len(seen) == 1, "every block is a view of the same buffer"
     assert np.array_equal(np.concatenate(copies), codes[::-1])
+
+
+def test_a_reader_keeps_at_most_its_limit_of_shards_open(tmp_path, monkeypatch):
+    hashes, codes = _store(tmp_path / "store", blocks=5, rows=4)
+    monkeypatch.setattr(features.store.reader, "_OPEN_SHARDS", 2)
+    order = list(range(len(hashes)))[::-1] * 2  # every shard, twice, in turn
+    with FeatureStore(tmp_path / "store") as reader:
+        for row in order:
+            assert np.array_equal(reader.get([hashes[row]]), codes[row : row + 1])
+            assert len(reader._handles) <= 2
+    assert len(reader._handles) == 0, "close() closes them all"
 
 
 def test_get_into_a_buffer_fills_its_head_and_refuses_a_wrong_one(tmp_path):
