@@ -29,7 +29,7 @@ __all__ = ["FeatureStore"]
 # HDF5 keeps a chunk cache per open file, filled by reads: 16 MiB a shard made a reader
 # grow by 4 KiB per stored row (5 GB at ImageNet size). Reads here take whole 64-row
 # chunks or scattered rows, neither of which a cache helps (without one, measured equal or
-# faster), so there is none, and keeping many shards open costs only their metadata. A
+# faster), so there is none; an open shard still holds ~0.4 MiB of HDF5 metadata. A
 # shuffled pass takes its pieces from every shard: with 64 open of 98 shards it reread
 # files at 705 MB/s, with all open 1,050 MB/s (400k rows, bench/scale_bench.py's reads).
 _CHUNK_CACHE_BYTES = 0
@@ -37,9 +37,9 @@ _CHUNK_CACHE_BYTES = 0
 
 def _open_shard_limit() -> int:
     """Shards a reader keeps open (least recently used closed first): a quarter of the
-    process's file descriptors, at most 1,024 (4M rows at extract's commit size)."""
+    process's file descriptors, at most 512 (2M rows at extract's commit size, ~200 MiB)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, min(1024, soft // 4))
+    return max(16, min(512, soft // 4))
 
 
 _OPEN_SHARDS = _open_shard_limit()
