@@ -129,7 +129,8 @@ def step(name: str, root: Path) -> dict[str, Any]:
         from features.store import StoreWriter
 
         result = _timed(lambda: FeatureStore(root / "store").close())
-        fingerprint = FeatureStore(root / "store").fingerprint
+        with FeatureStore(root / "store") as opened:
+            fingerprint = opened.fingerprint
 
         def writer_open() -> None:
             with StoreWriter(root / "store", fingerprint, log=lambda _: None):
