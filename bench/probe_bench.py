@@ -56,27 +56,33 @@ from bench.probe_baselines import (  # noqa: E402
 from bench.probe_data import PlantedCodes, write_store  # noqa: E402
 from bench.probe_reference import GRID, add_references, column_scaler, reference  # noqa: E402
 from bench.rss import peak_rss_mib  # noqa: E402
+from bench.timed import timed  # noqa: E402
 
 FLOWERS = ROOT.parent / "shared" / "datasets" / "flower_photos" / "train"
 DIFFICULTY_CS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+# Where the protocol's time goes: scaler passes, reading codes onto the device (when
+# they fit there), L-BFGS fits (with their reads, when streaming), scoring val.
+PHASES = ("_fit_scaler", "_on_device", "fit_one", "score_path")
 
 
-def run_ours(store_root: Path, manifest: Path, chunk_rows: int) -> dict[str, Any]:
-    """The protocol as ``train`` runs it, then test accuracy read chunk by chunk."""
+def run_ours(store_root: Path, manifest: Path, chunk_rows: int, device: str) -> dict[str, Any]:
+    """The protocol as ``train`` runs it, with the seconds spent in each of its phases,
+    then test accuracy read chunk by chunk."""
+    from classifiers import probe_stream
     from classifiers.data import split_rows
     from classifiers.heads import TorchLogRegParams
-    from classifiers.probe_stream import fit_streaming_probe
     from features.data.manifest import ManifestRow
     from features.store import FeatureStore
 
     rows = [ManifestRow(*row) for row in json.loads(manifest.read_text())]
     classes = sorted({row.label for row in rows})
     params = TorchLogRegParams(
-        sweep_points=len(GRID), chunk_rows=chunk_rows, device="cpu", tol=1e-4, sweep_tol=1e-4
+        sweep_points=len(GRID), chunk_rows=chunk_rows, device=device, tol=1e-4, sweep_tol=1e-4
     )
+    phases: dict[str, float] = {}
     started = time.perf_counter()
-    with FeatureStore(store_root) as store:
-        result, n_fit = fit_streaming_probe(params, rows, store, classes, select=None)
+    with FeatureStore(store_root) as store, timed(probe_stream, PHASES, phases):
+        result, n_fit = probe_stream.fit_streaming_probe(params, rows, store, classes, None)
         wall = time.perf_counter() - started
         test = split_rows(rows, "test", store)
         correct = 0
@@ -90,17 +96,21 @@ def run_ours(store_root: Path, manifest: Path, chunk_rows: int) -> dict[str, Any
         "chosen_C": result.params.C,
         "test_accuracy": correct / len(test),
         "n_fit": n_fit,
+        "phases_s": phases,
         "probe": result.probe,
         "params": dataclasses.asdict(params),
     }
 
 
-def _ours_in_child(store_root: Path, rows: list, chunk_rows: int, scratch: Path) -> dict:
+def ours_in_child(
+    store_root: Path, rows: list, chunk_rows: int, scratch: Path, device: str = "cpu"
+) -> dict:
+    """:func:`run_ours` in a fresh process, so its peak RSS is its own."""
     manifest = scratch / "manifest.json"
     manifest.write_text(json.dumps([dataclasses.astuple(row) for row in rows]))
     out = scratch / "ours.json"
     command = [sys.executable, __file__, "--ours", str(store_root), str(manifest)]
-    command += ["--chunk-rows", str(chunk_rows), "--out", str(out)]
+    command += ["--chunk-rows", str(chunk_rows), "--device", device, "--out", str(out)]
     subprocess.run(command, check=True, cwd=ROOT)
     return json.loads(out.read_text())
 
@@ -153,7 +163,7 @@ def one_size(
     folder.mkdir()
     rows, write_s = write_store(folder / "store", codes, n, args.test_rows)
     print(f"store written in {write_s:.1f} s", flush=True)
-    ours = _ours_in_child(folder / "store", rows, args.chunk_rows, folder)
+    ours = ours_in_child(folder / "store", rows, args.chunk_rows, folder)
     print(
         f"ours: {ours['wall_s']:.1f} s, C {ours['chosen_C']:.3g}, "
         f"test {ours['test_accuracy']:.4f}, peak RSS {ours['peak_rss_mib']:.0f} MiB",
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/probe_cpu.json")
     parser.add_argument("--ours", nargs=2, type=Path, metavar=("STORE", "MANIFEST"))
+    parser.add_argument("--device", default="cpu", help="where --ours fits")
     parser.add_argument(
         "--reference-only",
         action="store_true",
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         add_references(args)
         return 0
     if args.ours:
-        args.out.write_text(json.dumps(run_ours(*args.ours, args.chunk_rows)))
+        args.out.write_text(json.dumps(run_ours(*args.ours, args.chunk_rows, args.device)))
         return 0
     warnings.filterwarnings("ignore", category=UserWarning)
     load_before = os.getloadavg()

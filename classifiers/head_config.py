@@ -86,7 +86,8 @@ class TorchLogRegParams(LinearParams):
     coarse_step: int = field(default=4, metadata={"min": 1})
     patience: int | None = field(default=2, metadata={"min": 1})
     device: str = "auto"  # auto: CUDA when present
-    # Set for stores larger than RAM: codes read chunk_rows at a time, never all in memory.
+    # Set for stores larger than RAM: codes read chunk_rows at a time, never all in host
+    # memory (a GPU with room for a split keeps it there, read once).
     chunk_rows: int | None = field(default=None, metadata={"min": 1})
     # With chunk_rows: lbfgs sums each full-batch gradient over one pass of chunks (the
     # CPU's choice: arithmetic dominates, so fewer, exact fits win); adam trains every C

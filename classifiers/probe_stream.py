@@ -12,7 +12,11 @@ The scaler is fitted by one pass, then, by ``solver``:
 * ``adam``: every candidate C trained in the same pass over shuffled chunks
   (:func:`classifiers.probe_torch.fit_path_streaming`), for when reading dominates.
 
-Val is scored chunk by chunk. Nothing holds more than one chunk of codes.
+Val is scored chunk by chunk. Nothing in host memory holds more than one chunk of codes.
+On an accelerator with room for a split's codes in the store's dtype (a GPU, where the
+arithmetic is cheap and re-reading the store every evaluation would be the cost), the
+split is read once onto it and every pass runs from there: L-BFGS on full batches where
+the codes fit, as the protocol asks.
 """
 
 from __future__ import annotations
@@ -71,17 +75,58 @@ def _hashes(located: StoredSplit) -> list[str]:
     return [sha.decode() for sha in located.hashes]
 
 
-def _float_chunks(
+RawChunks = Callable[[], Iterator[torch.Tensor]]  # one pass of codes in the store's dtype
+
+
+def _from_store(store: FeatureStore, hashes: list[str], chunk_rows: int) -> RawChunks:
+    """Passes that read ``hashes``' codes from the store in store order (sequential
+    reads), every chunk into one reused buffer (valid until the next)."""
+
+    def chunks() -> Iterator[torch.Tensor]:
+        for _, codes in store.iter_chunks(hashes, chunk_rows, reuse=True):
+            yield torch.from_numpy(codes)
+
+    return chunks
+
+
+def _on_device(
     store: FeatureStore, hashes: list[str], chunk_rows: int, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """``hashes``' codes in store order (sequential reads) as float32 on ``device``, each
-    chunk a view of one buffer, valid until the next. torch casts float16 several times
-    faster than numpy; reusing the buffers (the store's too) spares every chunk a fresh
-    page-faulted copy of hundreds of MB without retuning the allocator, which fragmented
-    the heap until RSS climbed through a run (80k rows: 3.0 GiB, against 1.5 GiB flat)."""
-    buffer = torch.empty((min(chunk_rows, len(hashes)), store.dim), device=device)
-    for _, codes in store.iter_chunks(hashes, chunk_rows, reuse=True):
-        yield buffer[: len(codes)].copy_(torch.from_numpy(codes))
+) -> RawChunks:
+    """``hashes``' codes read once and kept on ``device`` in the store's dtype; passes
+    then read nothing from the store."""
+    kept = [codes.to(device, copy=True) for codes in _from_store(store, hashes, chunk_rows)()]
+    return lambda: iter(kept)
+
+
+def fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether ``device`` is an accelerator with room for ``nbytes`` of codes and as much
+    again for the working buffers; a CPU streams, which keeps host memory flat."""
+    if device.type != "cuda":
+        return False
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return 2 * nbytes < torch.cuda.mem_get_info(device)[0] + cached
+
+
+def _source(
+    store: FeatureStore, hashes: list[str], chunk_rows: int, device: torch.device
+) -> RawChunks:
+    nbytes = len(hashes) * store.dim * np.dtype(store.fingerprint.dtype).itemsize
+    if fits_on(device, nbytes):
+        return _on_device(store, hashes, chunk_rows, device)
+    return _from_store(store, hashes, chunk_rows)
+
+
+def _float_chunks(source: RawChunks, device: torch.device) -> Iterator[torch.Tensor]:
+    """One pass of ``source`` as float32 on ``device``, each chunk a view of one buffer,
+    valid until the next. torch casts float16 several times faster than numpy; reusing
+    the buffers (the store's too) spares every chunk a fresh page-faulted copy of hundreds
+    of MB without retuning the allocator, which fragmented the heap until RSS climbed
+    through a run (80k rows: 3.0 GiB, against 1.5 GiB flat)."""
+    buffer = None
+    for codes in source():
+        if buffer is None:  # the first chunk is the largest
+            buffer = torch.empty(codes.shape, device=device)
+        yield buffer[: len(codes)].copy_(codes)
 
 
 def _fit_scaler(
@@ -92,7 +137,7 @@ def _fit_scaler(
     scaler = clone(model.named_steps["scale"])
     model.set_params(scale=scaler)
     hashes = _hashes(StoredSplit.locate(split_rows(rows, split, store), store))
-    for chunk in _float_chunks(store, hashes, chunk_rows, torch.device("cpu")):
+    for chunk in _float_chunks(_from_store(store, hashes, chunk_rows), torch.device("cpu")):
         X = chunk.numpy()
         if not hasattr(scaler, "partial_fit"):  # stateless (l2, none): fitting records the width
             scaler.fit(X[:1])
@@ -125,14 +170,15 @@ def _store_passes(
     at a time (each batch valid until the next), and the split's row count."""
     located = StoredSplit.locate(split_rows(rows, split, store), store)
     hashes = _hashes(located)
-    targets = torch.from_numpy(np.searchsorted(classes, located.labels))
+    targets = torch.from_numpy(np.searchsorted(classes, located.labels)).to(device)
     scale = _torch_scaler(model.named_steps["scale"], device)
+    source = _source(store, hashes, chunk_rows, device)
 
     def passes() -> Iterator[Batch]:
         start = 0
-        for codes in _float_chunks(store, hashes, chunk_rows, device):
+        for codes in _float_chunks(source, device):
             stop = start + len(codes)
-            yield scale(codes), targets[start:stop].to(device)
+            yield scale(codes), targets[start:stop]
             start = stop
 
     return passes, len(hashes)
@@ -213,17 +259,23 @@ def fit_streaming_probe(
     model = build_head("torch_logreg", replace(params, C=1.0 if swept else params.C))
     _fit_scaler(model, rows, "train", store, chunk_rows)
 
+    held: dict[str, tuple[Passes, int]] = {}
+
     def stream(
         split: str, marked: Sequence[ManifestRow], Cs: list[float], init: RegPath | None
     ) -> RegPath:
         """Cs fitted on ``split`` of ``marked``: an L-BFGS fit (one C, from ``init``) or
-        the joint Adam path."""
+        the joint Adam path. The sweep's fits share train's passes, and a split's codes
+        kept on the device leave it before the next split's arrive."""
         if params.solver == "lbfgs":
-            passes, n_rows = _store_passes(marked, split, store, chunk_rows, model, labels, device)
+            if split not in held:
+                held.clear()
+                held[split] = _store_passes(marked, split, store, chunk_rows, model, labels, device)
+            passes, n_rows = held[split]
             tol = params.sweep_tol if split == "train" and swept else params.tol
             return fit_one(
                 passes, n_rows, store.dim, len(labels), Cs[0], init, params.max_iter, tol, device
-            ).to("cpu")
+            )
         n_rows = sum(row.split == split for row in marked)
         return fit_path_streaming(
             lambda epoch: _chunks(marked, split, store, params, model, labels, params.seed + epoch),
@@ -235,18 +287,17 @@ def fit_streaming_probe(
             params.lr,
             params.device,
             params.seed,
-        ).to("cpu")
+        )
 
     probe = fixed_by_hand(params)
     fit_rows, fit_split, C, start_from = rows, "train", params.C, None
     if swept:
-        cpu = torch.device("cpu")
-        val, n_val = _store_passes(rows, val_split, store, chunk_rows, model, labels, cpu)
+        val, n_val = _store_passes(rows, val_split, store, chunk_rows, model, labels, device)
         sweep = _lbfgs_sweep if params.solver == "lbfgs" else _adam_sweep
         visits, chosen_head = sweep(params, stream, rows, val)
         record = Sweep.of(visits, len(candidates(params)), n_val, source, search_label(params))
         C, probe = record.chosen, record.as_json()
-        start_from = chosen_head.head(chosen_head.Cs.index(C)).to(device)
+        start_from = chosen_head.head(chosen_head.Cs.index(C))
         fit_split = FIT
         fit_rows = [
             replace(row, split=FIT) if row.split in ("train", val_split) else row for row in rows

@@ -84,7 +84,8 @@ def _cross_entropy_sum(path: RegPath, X: torch.Tensor, targets: torch.Tensor) ->
 
 
 def _penalty(path: RegPath, n: int) -> torch.Tensor:
-    per_head = (path.weights**2).sum(dim=(1, 2)) / (2 * torch.tensor(path.Cs) * n)
+    Cs = torch.tensor(path.Cs, device=path.weights.device)
+    per_head = (path.weights**2).sum(dim=(1, 2)) / (2 * Cs * n)
     return per_head.to(path.weights.dtype).sum()
 
 

@@ -13,8 +13,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from classifiers import probe_stream
 from classifiers.data import load_split
 from classifiers.heads import HEADS
 from classifiers.persist import load_head
@@ -150,3 +152,28 @@ def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one
     assert abs(joint["accuracy"] - in_memory["accuracy"]) <= 0.2  # 6 test images
     fixed = _run(store_root, tmp_path, "fixed", {**sweep, "chunk_rows": 4, "C": 0.5})
     assert fixed["probe"] == {"fixed_by_hand": True, "chosen": 0.5}
+
+
+def test_a_probe_whose_codes_fit_on_its_accelerator_reads_each_split_once_and_fits_the_same(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not probe_stream.fits_on(torch.device("cpu"), 1)  # a CPU streams, RSS stays flat
+    sweep = {"kind": "torch_logreg", "sweep_low": 1e-3, "sweep_high": 10.0, "sweep_points": 5}
+    sweep |= {"val_fraction": 0.25, "chunk_rows": 4}
+    streamed = _run(store_root, tmp_path, "streamed", sweep)
+    read = []
+    get = FeatureStore.get
+
+    def counted(self, hashes, out=None):
+        read.append(len(hashes))
+        return get(self, hashes, out)
+
+    monkeypatch.setattr(FeatureStore, "get", counted)
+    monkeypatch.setattr(probe_stream, "fits_on", lambda device, nbytes: True)
+    kept = _run(store_root, tmp_path, "kept", sweep)
+    n_val, n_fit = kept["probe"]["n_val"], kept["n_train"]
+    # the scaler's pass and one pass to keep for train and for the refit's train + val,
+    # one for val; every L-BFGS evaluation after that reads the device's copy
+    assert sum(n for n in read if n <= 4) == 2 * (n_fit - n_val) + n_val + 2 * n_fit
+    assert kept["probe"] == streamed["probe"]
+    assert kept["accuracy"] == streamed["accuracy"]
