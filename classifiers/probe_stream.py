@@ -1,7 +1,8 @@
 """The linear-probe protocol on a store larger than RAM, one chunk of codes in memory.
 
 The ``torch_logreg`` head with ``chunk_rows`` set comes here instead of loading its split.
-The scaler is fitted by one pass, then, by ``solver``:
+The scaler is fitted by one pass (in torch, :mod:`classifiers.scaler_torch`), then, by
+``solver``:
 
 * ``lbfgs`` (default): each C is a full-batch L-BFGS fit whose every evaluation sums the
   gradient over one pass of chunks read in store order (sequential reads), the grid is
@@ -21,6 +22,7 @@ the codes fit, as the protocol asks.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -45,6 +47,7 @@ from classifiers.probe_torch import (
     fit_path_streaming,
     score_path,
 )
+from classifiers.scaler_torch import fit_standard_scaler, torch_transform
 from features.compute.encoder import resolve_device
 from features.data.manifest import ManifestRow
 from features.store import FeatureStore
@@ -52,7 +55,6 @@ from features.store import FeatureStore
 __all__ = ["fit_streaming_probe"]
 
 FIT = "fit"  # the split name the refit streams: train and val together
-_SCALER_ROWS = 1024  # scikit-learn's partial_fit makes float64 copies of what it is given
 
 
 def _chunks(
@@ -107,13 +109,24 @@ def fits_on(device: torch.device, nbytes: int) -> bool:
     return 2 * nbytes < torch.cuda.mem_get_info(device)[0] + cached
 
 
-def _source(
-    store: FeatureStore, hashes: list[str], chunk_rows: int, device: torch.device
-) -> RawChunks:
+def _located(
+    rows: Sequence[ManifestRow],
+    split: str,
+    store: FeatureStore,
+    chunk_rows: int,
+    classes: np.ndarray,
+    device: torch.device,
+    keep: bool,
+) -> tuple[RawChunks, torch.Tensor]:
+    """``split``'s codes in store order, kept on ``device`` when ``keep`` and they fit
+    there, else read from the store each pass; and its class indices on ``device``."""
+    located = StoredSplit.locate(split_rows(rows, split, store), store)
+    hashes = _hashes(located)
+    targets = torch.from_numpy(np.searchsorted(classes, located.labels)).to(device)
     nbytes = len(hashes) * store.dim * np.dtype(store.fingerprint.dtype).itemsize
-    if fits_on(device, nbytes):
-        return _on_device(store, hashes, chunk_rows, device)
-    return _from_store(store, hashes, chunk_rows)
+    if keep and fits_on(device, nbytes):
+        return _on_device(store, hashes, chunk_rows, device), targets
+    return _from_store(store, hashes, chunk_rows), targets
 
 
 def _float_chunks(source: RawChunks, device: torch.device) -> Iterator[torch.Tensor]:
@@ -122,57 +135,38 @@ def _float_chunks(source: RawChunks, device: torch.device) -> Iterator[torch.Ten
     the buffers (the store's too) spares every chunk a fresh page-faulted copy of hundreds
     of MB without retuning the allocator, which fragmented the heap until RSS climbed
     through a run (80k rows: 3.0 GiB, against 1.5 GiB flat)."""
-    buffer = None
+    buffer = torch.empty((0, 0), device=device)
     for codes in source():
-        if buffer is None:  # the first chunk is the largest
+        if len(codes) > len(buffer):  # the first chunk of each split read is its largest
             buffer = torch.empty(codes.shape, device=device)
         yield buffer[: len(codes)].copy_(codes)
 
 
-def _fit_scaler(
-    model: Pipeline, rows: Sequence[ManifestRow], split: str, store: FeatureStore, chunk_rows: int
-) -> None:
-    """A fresh scaler fitted by one pass over ``split`` in store order (sequential reads),
-    as the in-memory fit fits it on the rows the model is fitted on."""
+def _joined(*splits: tuple[RawChunks, torch.Tensor]) -> tuple[RawChunks, torch.Tensor]:
+    """Splits read one after the other, as one: the refit's train + val, which reads
+    nothing again when both are kept on the device."""
+    sources = [source for source, _ in splits]
+    targets = torch.cat([targets for _, targets in splits])
+    return (lambda: itertools.chain.from_iterable(source() for source in sources)), targets
+
+
+def _fit_scaler(model: Pipeline, source: RawChunks, device: torch.device) -> None:
+    """A fresh scaler fitted by one pass of ``source``, the codes the model is fitted on,
+    as the in-memory fit fits it."""
     scaler = clone(model.named_steps["scale"])
-    model.set_params(scale=scaler)
-    hashes = _hashes(StoredSplit.locate(split_rows(rows, split, store), store))
-    for chunk in _float_chunks(_from_store(store, hashes, chunk_rows), torch.device("cpu")):
-        X = chunk.numpy()
-        if not hasattr(scaler, "partial_fit"):  # stateless (l2, none): fitting records the width
-            scaler.fit(X[:1])
-            continue
-        for start in range(0, len(X), _SCALER_ROWS):
-            scaler.partial_fit(X[start : start + _SCALER_ROWS])
-
-
-def _torch_scaler(scaler: object, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The fitted scaler applied in place, in torch, to float32 codes on ``device``:
-    scikit-learn's checked copy costs more than the fit's arithmetic. A scaler without
-    ``mean_``/``scale_`` runs as scikit-learn's."""
     if isinstance(scaler, StandardScaler):
-        mean = torch.from_numpy(np.asarray(scaler.mean_, dtype=np.float32)).to(device)
-        inverse = torch.from_numpy(1 / np.asarray(scaler.scale_, dtype=np.float32)).to(device)
-        return lambda codes: codes.sub_(mean).mul_(inverse)
-    return lambda codes: codes.copy_(torch.from_numpy(scaler.transform(codes.cpu().numpy())))
+        scaler = fit_standard_scaler(_float_chunks(source, device))
+    else:  # stateless (l2, none): fitting records the width
+        scaler.fit(next(_float_chunks(source, torch.device("cpu")))[:1].numpy())
+    model.set_params(scale=scaler)
 
 
-def _store_passes(
-    rows: Sequence[ManifestRow],
-    split: str,
-    store: FeatureStore,
-    chunk_rows: int,
-    model: Pipeline,
-    classes: np.ndarray,
-    device: torch.device,
-) -> tuple[Passes, int]:
-    """Passes over ``split``'s scaled codes and class indices in store order, one chunk
-    at a time (each batch valid until the next), and the split's row count."""
-    located = StoredSplit.locate(split_rows(rows, split, store), store)
-    hashes = _hashes(located)
-    targets = torch.from_numpy(np.searchsorted(classes, located.labels)).to(device)
-    scale = _torch_scaler(model.named_steps["scale"], device)
-    source = _source(store, hashes, chunk_rows, device)
+def _passes(
+    source: RawChunks, targets: torch.Tensor, model: Pipeline, device: torch.device
+) -> Passes:
+    """Passes over scaled codes and their class indices, one chunk at a time (each batch
+    valid until the next)."""
+    scale = torch_transform(model.named_steps["scale"], device)
 
     def passes() -> Iterator[Batch]:
         start = 0
@@ -181,7 +175,7 @@ def _store_passes(
             yield scale(codes), targets[start:stop]
             start = stop
 
-    return passes, len(hashes)
+    return passes
 
 
 def _with_val(
@@ -255,26 +249,33 @@ def fit_streaming_probe(
     labels = np.array(classes)
     swept = params.C == SWEEP
     if swept:
-        rows, val_split, source = _with_val(rows, select, params.val_fraction)
+        rows, val_split, val_source = _with_val(rows, select, params.val_fraction)
     model = build_head("torch_logreg", replace(params, C=1.0 if swept else params.C))
-    _fit_scaler(model, rows, "train", store, chunk_rows)
+    located: dict[str, tuple[RawChunks, torch.Tensor]] = {}
 
-    held: dict[str, tuple[Passes, int]] = {}
+    def codes(split: str, marked: Sequence[ManifestRow]) -> tuple[RawChunks, torch.Tensor]:
+        """A split's codes, located (and kept on the device) once: the sweep's fits share
+        train's, and the refit's are train's and val's."""
+        if split == FIT:
+            return _joined(located["train"], located[val_split])
+        if split not in located:
+            keep = params.solver == "lbfgs"  # adam reads shuffled chunks from the store
+            located[split] = _located(marked, split, store, chunk_rows, labels, device, keep)
+        return located[split]
+
+    _fit_scaler(model, codes("train", rows)[0], device)
 
     def stream(
         split: str, marked: Sequence[ManifestRow], Cs: list[float], init: RegPath | None
     ) -> RegPath:
         """Cs fitted on ``split`` of ``marked``: an L-BFGS fit (one C, from ``init``) or
-        the joint Adam path. The sweep's fits share train's passes, and a split's codes
-        kept on the device leave it before the next split's arrive."""
+        the joint Adam path."""
         if params.solver == "lbfgs":
-            if split not in held:
-                held.clear()
-                held[split] = _store_passes(marked, split, store, chunk_rows, model, labels, device)
-            passes, n_rows = held[split]
+            chunks, targets = codes(split, marked)
+            passes, n = _passes(chunks, targets, model, device), len(targets)
             tol = params.sweep_tol if split == "train" and swept else params.tol
             return fit_one(
-                passes, n_rows, store.dim, len(labels), Cs[0], init, params.max_iter, tol, device
+                passes, n, store.dim, len(labels), Cs[0], init, params.max_iter, tol, device
             )
         n_rows = sum(row.split == split for row in marked)
         return fit_path_streaming(
@@ -292,10 +293,11 @@ def fit_streaming_probe(
     probe = fixed_by_hand(params)
     fit_rows, fit_split, C, start_from = rows, "train", params.C, None
     if swept:
-        val, n_val = _store_passes(rows, val_split, store, chunk_rows, model, labels, device)
+        val_codes, val_targets = codes(val_split, rows)
+        val, n_val = _passes(val_codes, val_targets, model, device), len(val_targets)
         sweep = _lbfgs_sweep if params.solver == "lbfgs" else _adam_sweep
         visits, chosen_head = sweep(params, stream, rows, val)
-        record = Sweep.of(visits, len(candidates(params)), n_val, source, search_label(params))
+        record = Sweep.of(visits, len(candidates(params)), n_val, val_source, search_label(params))
         C, probe = record.chosen, record.as_json()
         start_from = chosen_head.head(chosen_head.Cs.index(C))
         fit_split = FIT
@@ -303,7 +305,7 @@ def fit_streaming_probe(
             replace(row, split=FIT) if row.split in ("train", val_split) else row for row in rows
         ]
     if swept:
-        _fit_scaler(model, fit_rows, fit_split, store, chunk_rows)
+        _fit_scaler(model, codes(fit_split, fit_rows)[0], device)
     final = stream(fit_split, fit_rows, [float(C)], start_from)
     model.named_steps["clf"].set_params(C=C).adopt(final, labels)
     elapsed = time.perf_counter() - started
