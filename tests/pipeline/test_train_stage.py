@@ -123,13 +123,9 @@ def _run(store_root: Path, tmp_path: Path, name: str, head: dict) -> dict:
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
-def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one(
-    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sweep = {"kind": "torch_logreg", "sweep_low": 1e-3, "sweep_high": 10.0, "sweep_points": 5}
-    sweep["val_fraction"] = 0.25
-    in_memory = _run(store_root, tmp_path, "memory", sweep)
-    read = []
+def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the row count of every ``FeatureStore.get``, in order."""
+    read: list[int] = []
     get = FeatureStore.get
 
     def counted(self, hashes, out=None):
@@ -137,6 +133,16 @@ def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one
         return get(self, hashes, out)
 
     monkeypatch.setattr(FeatureStore, "get", counted)
+    return read
+
+
+def test_the_streaming_torch_probe_reads_chunks_and_lands_near_the_in_memory_one(
+    store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = {"kind": "torch_logreg", "sweep_low": 1e-3, "sweep_high": 10.0, "sweep_points": 5}
+    sweep["val_fraction"] = 0.25
+    in_memory = _run(store_root, tmp_path, "memory", sweep)
+    read = _counted_reads(monkeypatch)
     streamed = _run(store_root, tmp_path, "streamed", {**sweep, "chunk_rows": 4})
     # one chunk of codes in memory at a time; only scoring reads the (small) test split whole
     assert read and [n for n in read if n > 4] == [streamed["n_test"]]
@@ -161,14 +167,7 @@ def test_a_probe_whose_codes_fit_on_its_accelerator_reads_each_split_once_and_fi
     sweep = {"kind": "torch_logreg", "sweep_low": 1e-3, "sweep_high": 10.0, "sweep_points": 5}
     sweep |= {"val_fraction": 0.25, "chunk_rows": 4}
     streamed = _run(store_root, tmp_path, "streamed", sweep)
-    read = []
-    get = FeatureStore.get
-
-    def counted(self, hashes, out=None):
-        read.append(len(hashes))
-        return get(self, hashes, out)
-
-    monkeypatch.setattr(FeatureStore, "get", counted)
+    read = _counted_reads(monkeypatch)
     monkeypatch.setattr(probe_stream, "fits_on", lambda device, nbytes: True)
     kept = _run(store_root, tmp_path, "kept", sweep)
     n_fit = kept["n_train"]
