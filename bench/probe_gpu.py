@@ -7,8 +7,8 @@ against scikit-learn on a CPU), with the fit on ``--device``: where a split's co
 on the GPU they are read once onto it in the store's dtype, and every L-BFGS evaluation
 runs from there. A smaller size runs first, so a failure costs seconds, not the lease.
 The scikit-learn baselines are not run here: they are CPU programs, timed by
-``probe_bench.py``. The store is written first (generation threaded, as extract commits),
-and its time is reported apart from the protocol's.
+``probe_bench.py``. The store is written first, committed as extract commits it, its
+rows generated on every core, and its time is reported apart from the protocol's.
 
     python bench/probe_gpu.py [--sizes 50000 1280000] [--device cuda]
 
