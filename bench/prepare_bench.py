@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from the repo root
 
 from bench.rss import peak_rss_mib  # noqa: E402
+from bench.timed import timed  # noqa: E402
 
 OLD_NS = 1_600_000_000 * 10**9  # 2020-09-13: long before any scan
 CLASSES = 100
@@ -72,25 +72,12 @@ def generate(root: Path, n: int) -> float:
     return time.perf_counter() - started
 
 
-def _timing(function: Callable, name: str, seconds: dict[str, float]) -> Callable:
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-
-    return timed
-
-
 def _stage(name: str, work: Path) -> dict[str, Any]:
     """One ``prepare`` run, its phases timed and its reads counted."""
     from features.data import validate
     from pipeline import prepare
 
     phases: dict[str, float] = {}
-    for phase in PHASES:
-        setattr(prepare, phase, _timing(getattr(prepare, phase), phase, phases))
     hashed = []
     real_hash = validate.file_sha256
     validate.file_sha256 = lambda path: hashed.append(1) or real_hash(path)
@@ -108,7 +95,7 @@ def _stage(name: str, work: Path) -> dict[str, Any]:
     for option in ("manifest", "files", "report", "cache"):
         args += [f"--{option}", str(out / option)]
     started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), timed(prepare, PHASES, phases):
         prepare.main(args)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "hashed": len(hashed), "phases": phases}

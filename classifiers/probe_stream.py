@@ -256,9 +256,11 @@ def fit_streaming_probe(
     def codes(split: str, marked: Sequence[ManifestRow]) -> tuple[RawChunks, torch.Tensor]:
         """A split's codes, located (and kept on the device) once: the sweep's fits share
         train's, and the refit's are train's and val's."""
+        if split in located:
+            return located[split]
         if split == FIT:
-            return _joined(located["train"], located[val_split])
-        if split not in located:
+            located[split] = _joined(located["train"], located[val_split])
+        else:
             keep = params.solver == "lbfgs"  # adam reads shuffled chunks from the store
             located[split] = _located(marked, split, store, chunk_rows, labels, device, keep)
         return located[split]
